@@ -1,0 +1,276 @@
+"""Gateway HTTP API: /predict, predictions, predictors and routing, health."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from models_registry.models import ModelVersion, Stage
+
+from . import serializers as s
+from .auth import touch_key
+from .errors import Conflict, FieldValidationError, problem_response
+from .models import Prediction, PredictionStatus, Predictor, RoutingMode
+from .permissions import HasDjangoPerm, IsApiClient, IsApiClientOrHasPerm, is_api_client
+from .presenters import prediction_as_dict
+from .schema import input_validate, output_error
+from .selectors import prediction_wait, predictor_for_request
+from .services import (
+    IdempotencyConflict,
+    RoutingInvalid,
+    prediction_create,
+    request_fingerprint,
+    routing_update,
+)
+
+PREDICT_FIELDS = {"input", "callback_url", "wait", "explain"}
+PROBLEM = OpenApiResponse(s.ProblemSerializer, description="problem+json")
+
+
+def _status_for(prediction: Prediction) -> int:
+    return 202 if prediction.status == PredictionStatus.PENDING else 200
+
+
+def _require_object(data) -> dict:
+    if not isinstance(data, dict):
+        raise FieldValidationError([{"field": "", "message": "the body must be a JSON object"}])
+    return data
+
+
+def _wait_param(request) -> int:
+    raw = request.query_params.get("wait")
+    if raw in (None, ""):
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FieldValidationError([{"field": "wait", "message": "must be a whole number of seconds"}]) from None
+    if not 0 <= value <= settings.OZ_MAX_WAIT_SECONDS:
+        raise FieldValidationError([{"field": "wait", "message": f"must be between 0 and {settings.OZ_MAX_WAIT_SECONDS}"}])
+    return value
+
+
+def _predictor_or_404(slug: str) -> Predictor:
+    predictor = predictor_for_request(slug)
+    if predictor is None:
+        raise exceptions.NotFound(f"No predictor named {slug!r}.")
+    return predictor
+
+
+class PredictView(APIView):
+    permission_classes = [IsApiClient]
+
+    @extend_schema(
+        operation_id="predict",
+        request=s.PredictRequestSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)],
+        responses={200: s.PredictionSerializer, 202: s.PredictionSerializer, 401: PROBLEM, 403: PROBLEM,
+                   404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 429: PROBLEM},
+        description="Ask a predictor. 200 when answered now, 202 when a human must answer (poll the "
+        "prediction or wait for the webhook).",
+    )
+    def post(self, request, slug: str):
+        predictor = _predictor_or_404(slug)
+        client = request.user
+        if not client.may_use(predictor):
+            raise exceptions.PermissionDenied("This API key may not call this predictor.")
+        body = _require_object(request.data)
+        errors = [{"field": name, "message": "unknown field"} for name in body if name not in PREDICT_FIELDS]
+        envelope = s.PredictRequestSerializer(data=body)
+        if not envelope.is_valid():
+            from .errors import flatten_errors
+
+            errors.extend(flatten_errors(envelope.errors))
+        clean_input, input_errors = input_validate(predictor.input_schema, body.get("input"))
+        if "input" in body:
+            errors.extend(e.as_dict() for e in input_errors)
+        if errors:
+            raise FieldValidationError(errors)
+        idempotency_key = request.headers.get("Idempotency-Key", "")
+        if len(idempotency_key) > 255:
+            raise FieldValidationError([{"field": "Idempotency-Key", "message": "must be at most 255 characters"}])
+        data = envelope.validated_data
+        try:
+            prediction, created = prediction_create(
+                predictor=predictor,
+                policy=predictor.routing,
+                client=client,
+                clean_input=clean_input,
+                callback_url=data.get("callback_url", ""),
+                idempotency_key=idempotency_key,
+                request_sha256=request_fingerprint(predictor_slug=predictor.slug, body=body) if idempotency_key else "",
+            )
+        except IdempotencyConflict as exc:
+            raise Conflict(str(exc)) from None
+        touch_key(request.auth)
+        prediction = prediction_wait(prediction=prediction, seconds=data.get("wait", 0))
+        headers = {"Location": f"/predictions/{prediction.id}"}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(prediction_as_dict(prediction), status=_status_for(prediction), headers=headers)
+
+
+def _prediction_for(request, prediction_id: str) -> Prediction:
+    try:
+        pk = uuid.UUID(prediction_id)
+    except ValueError:
+        raise exceptions.NotFound("No such prediction.") from None
+    prediction = Prediction.objects.select_related("predictor").filter(pk=pk).first()
+    user = request.user
+    allowed = prediction is not None and (
+        (is_api_client(user) and prediction.client_id == user.pk)
+        or (not is_api_client(user) and user.has_perm("gateway.view_prediction"))
+    )
+    if not allowed:
+        # Other clients' predictions are indistinguishable from missing ones.
+        raise exceptions.NotFound("No such prediction.")
+    return prediction
+
+
+class PredictionDetailView(APIView):
+    permission_classes = [IsApiClientOrHasPerm]
+
+    @extend_schema(
+        operation_id="prediction_get",
+        parameters=[OpenApiParameter("wait", int, description="Hold up to N seconds (max 30) while pending.")],
+        responses={200: s.PredictionSerializer, 202: s.PredictionSerializer, 404: PROBLEM, 422: PROBLEM},
+    )
+    def get(self, request, prediction_id: str):
+        wait = _wait_param(request)
+        prediction = _prediction_for(request, prediction_id)
+        prediction = prediction_wait(prediction=prediction, seconds=wait)
+        return Response(prediction_as_dict(prediction), status=_status_for(prediction))
+
+
+class PredictionOutcomeView(APIView):
+    permission_classes = [IsApiClient]
+
+    @extend_schema(
+        operation_id="prediction_outcome",
+        request=s.OutcomeRequestSerializer,
+        responses={201: OpenApiResponse(description="Recorded as a label with source `outcome`."), 404: PROBLEM, 422: PROBLEM},
+    )
+    def post(self, request, prediction_id: str):
+        from review.models import LabelSource
+        from review.services import label_record
+
+        prediction = _prediction_for(request, prediction_id)
+        body = _require_object(request.data)
+        errors = [{"field": name, "message": "unknown field"} for name in body if name != "output"]
+        if "output" not in body:
+            errors.append({"field": "output", "message": "this field is required"})
+        else:
+            problem = output_error(prediction.predictor.output_spec, body["output"])
+            if problem:
+                errors.append({"field": "output", "message": problem})
+        if errors:
+            raise FieldValidationError(errors)
+        label = label_record(prediction=prediction, target=body["output"], source=LabelSource.OUTCOME)
+        return Response({"label_id": label.pk, "prediction": str(prediction.id), "output": label.target}, status=201)
+
+
+def _champions(predictors) -> dict:
+    versions = ModelVersion.objects.filter(predictor__in=predictors, stage=Stage.CHAMPION)
+    return {v.predictor_id: v for v in versions}
+
+
+class PredictorListView(APIView):
+    permission_classes = [IsApiClientOrHasPerm]
+    required_perms = ("gateway.view_predictor",)
+
+    @extend_schema(operation_id="predictors_list", responses={200: s.PredictorSerializer(many=True)})
+    def get(self, request):
+        predictors = Predictor.objects.select_related("routing").order_by("slug")
+        user = request.user
+        if is_api_client(user) and not user.all_predictors:
+            predictors = predictors.filter(api_clients=user)
+        predictors = list(predictors)
+        data = s.PredictorSerializer(predictors, many=True, context={"champions": _champions(predictors)}).data
+        return Response({"results": data})
+
+
+class PredictorDetailView(APIView):
+    permission_classes = [IsApiClientOrHasPerm]
+    required_perms = ("gateway.view_predictor",)
+
+    @extend_schema(operation_id="predictor_get", responses={200: s.PredictorSerializer, 404: PROBLEM})
+    def get(self, request, slug: str):
+        predictor = _predictor_or_404(slug)
+        if is_api_client(request.user) and not request.user.may_use(predictor):
+            raise exceptions.NotFound(f"No predictor named {slug!r}.")
+        return Response(s.PredictorSerializer(predictor, context={"champions": _champions([predictor])}).data)
+
+
+class RoutingView(APIView):
+    permission_classes = [HasDjangoPerm]
+    required_perms = ("gateway.change_routingpolicy",)
+
+    @extend_schema(
+        operation_id="routing_update",
+        request=s.RoutingRequestSerializer,
+        responses={200: s.RoutingSerializer, 404: PROBLEM, 422: PROBLEM},
+        description="Change the routing flag; audited. The policy version rises with each change.",
+    )
+    def patch(self, request, slug: str):
+        predictor = _predictor_or_404(slug)
+        body = _require_object(request.data)
+        allowed = {"mode", "reason"}
+        errors = [{"field": name, "message": "unknown field"} for name in body if name not in allowed]
+        if errors:
+            raise FieldValidationError(errors)
+        changes = {k: v for k, v in body.items() if k != "reason"}
+        if "mode" in changes and changes["mode"] not in RoutingMode.values:
+            raise FieldValidationError([{"field": "mode", "message": f"must be one of: {', '.join(RoutingMode.values)}"}])
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise FieldValidationError([{"field": "reason", "message": "must be a string"}])
+        try:
+            policy = routing_update(predictor=predictor, changes=changes, user=request.user, reason=reason)
+        except RoutingInvalid as exc:
+            raise FieldValidationError([{"field": exc.field, "message": exc.message}]) from None
+        return Response(s.RoutingSerializer(policy).data)
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(operation_id="healthz", responses={200: OpenApiResponse(description="The process is up.")})
+    def get(self, request):
+        return Response({"status": "ok"})
+
+
+class ReadyView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(operation_id="readyz", responses={200: OpenApiResponse(description="Dependencies reachable."), 503: PROBLEM})
+    def get(self, request):
+        checks = {}
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["database"] = f"error: {exc.__class__.__name__}"
+        if settings.REDIS_URL:
+            try:
+                cache.set("oz:readyz", "1", timeout=5)
+                checks["redis"] = "ok" if cache.get("oz:readyz") == "1" else "error: no round trip"
+            except Exception as exc:  # noqa: BLE001
+                checks["redis"] = f"error: {exc.__class__.__name__}"
+        if all(v == "ok" for v in checks.values()):
+            return Response({"status": "ok", "checks": checks})
+        response = problem_response(503, "A dependency is unreachable.", code="unavailable")
+        response.data["checks"] = checks
+        return response

@@ -1,0 +1,146 @@
+"""One error format for every 4xx/5xx: RFC 9457 problem+json with field-by-field errors.
+
+Invalid content in well-formed requests (schema failures, bad field values, bad query
+parameters) is 422; a body that is not JSON at all is 400."""
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_BASE = "https://oz.invalid/problems/"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "A dependency is unavailable; try again shortly."
+    default_code = "unavailable"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than 1 MiB."
+    default_code = "payload_too_large"
+
+
+class FieldValidationError(exceptions.ValidationError):
+    """A validation error already shaped as [{field, message}, …]."""
+
+    def __init__(self, errors: list[dict]):
+        self.field_errors = errors
+        super().__init__(detail=errors)
+
+
+_TITLES = {
+    400: "Malformed request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid request content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem(status_code: int, detail: str, *, errors: list[dict] | None = None, code: str | None = None) -> dict:
+    body = {
+        "type": TYPE_BASE + (code or _TITLES.get(status_code, "error").lower()).replace(" ", "-").replace("_", "-"),
+        "title": _TITLES.get(status_code, "Error"),
+        "status": status_code,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+def flatten_errors(detail, prefix: str = "") -> list[dict]:
+    """DRF's nested error dict/list -> [{"field": "a.b[0]", "message": "…"}]."""
+    out: list[dict] = []
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
+            out.extend(flatten_errors(value, name))
+    elif isinstance(detail, list):
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            out.extend({"field": prefix, "message": str(item)} for item in detail)
+        else:
+            for i, item in enumerate(detail):
+                out.extend(flatten_errors(item, f"{prefix}[{i}]"))
+    else:
+        out.append({"field": prefix, "message": str(detail)})
+    return out
+
+
+def problem_response(status_code: int, detail: str, *, errors=None, code=None, headers=None) -> Response:
+    return Response(
+        problem(status_code, detail, errors=errors, code=code),
+        status=status_code,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def problem_exception_handler(exc, context):
+    """DRF exception handler: every error becomes problem+json; nothing a client sends
+    reaches the generic 500 page."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+
+    if isinstance(exc, exceptions.ValidationError):
+        errors = getattr(exc, "field_errors", None) or flatten_errors(exc.detail)
+        return problem_response(422, "The request content is invalid; see `errors`.", errors=errors, code="validation")
+
+    if isinstance(exc, exceptions.APIException):
+        headers = {}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait) + (0 if float(exc.wait).is_integer() else 1))
+        detail = exc.detail if isinstance(exc.detail, str) else "; ".join(str(m) for m in flatten_errors(exc.detail))
+        code = exc.default_code if isinstance(exc.default_code, str) else None
+        return problem_response(exc.status_code, str(detail), code=code, headers=headers)
+    return None
+
+
+# Django-level handlers (URLs that no DRF view owns)
+def _problem_json(status_code: int, detail: str) -> JsonResponse:
+    return JsonResponse(problem(status_code, detail), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def handler404(request, exception=None):
+    return _problem_json(404, "No such resource.")
+
+
+def handler400(request, exception=None):
+    return _problem_json(400, "Malformed request.")
+
+
+def handler403(request, exception=None):
+    return _problem_json(403, "Forbidden.")
+
+
+def handler500(request):
+    return _problem_json(500, "Something went wrong on our side; it has been logged.")

@@ -1,0 +1,26 @@
+from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError
+
+from gateway.models import Predictor
+from gateway.services import api_client_create
+
+
+class Command(BaseCommand):
+    help = "Create an API client and print its key (shown once; only a hash is stored)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--predictors", default="", help="comma-separated slugs; default: all predictors")
+
+    def handle(self, *args, name, predictors, **options):
+        slugs = [s.strip() for s in predictors.split(",") if s.strip()]
+        try:
+            client, key = api_client_create(name=name, predictor_slugs=slugs)
+        except IntegrityError:
+            raise CommandError(f"an API client named {name!r} already exists") from None
+        except Predictor.DoesNotExist as exc:
+            raise CommandError(str(exc)) from None
+        scope = ", ".join(slugs) if slugs else "all predictors"
+        self.stdout.write(f"API client {client.name!r} ({scope})")
+        self.stdout.write(f"API key (store it now, it is not shown again): {key}")
+        self.stdout.write(f"Webhook signing secret: {client.webhook_secret}")

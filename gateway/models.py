@@ -1,0 +1,192 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from .history import history_user
+
+
+class Predictor(models.Model):
+    """A prediction endpoint defined as code (YAML): its input schema, output spec and rules."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    input_schema = models.JSONField(help_text="field name -> field spec, in declaration order")
+    output_spec = models.JSONField()
+    rules = models.JSONField(default=list, blank=True)
+    sensitive_attribute = models.CharField(max_length=100, blank=True)
+    # Bumped whenever input_schema or output_spec changes; predictions record it.
+    schema_version = models.PositiveIntegerField(default=1)
+    definition_sha256 = models.CharField(max_length=64, blank=True)
+    source_path = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords(get_user=history_user)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.slug
+
+    @property
+    def is_classification(self) -> bool:
+        return self.output_spec.get("type") == "label"
+
+
+class RoutingMode(models.TextChoices):
+    HUMAN = "human", "Human reviewers"
+    RULE = "rule", "Rule stub"
+    MODEL = "model", "Model"
+
+
+class RoutingPolicy(models.Model):
+    """The routing flag of one predictor. `version` rises with every change and is recorded
+    on each prediction, so any answer can be traced to the policy that routed it."""
+
+    predictor = models.OneToOneField(Predictor, on_delete=models.CASCADE, related_name="routing")
+    mode = models.CharField(max_length=10, choices=RoutingMode.choices, default=RoutingMode.HUMAN)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords(get_user=history_user)
+
+    class Meta:
+        verbose_name_plural = "routing policies"
+
+    def __str__(self):
+        return f"{self.predictor.slug}: {self.mode} (v{self.version})"
+
+
+class ApiClient(models.Model):
+    """A service that calls /predict. Its keys are stored hashed (see ApiKey)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    # Scope: all predictors, or only those listed.
+    all_predictors = models.BooleanField(default=True)
+    predictors = models.ManyToManyField(Predictor, blank=True, related_name="api_clients")
+    # Shared secret for HMAC-signing webhooks; it must be readable to sign, so not hashed.
+    webhook_secret = models.CharField(max_length=100)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords(m2m_fields=[predictors], get_user=history_user)
+
+    def __str__(self):
+        return self.name
+
+    # DRF treats the authenticated principal as request.user.
+    is_authenticated = True
+    is_anonymous = False
+
+    def may_use(self, predictor: Predictor) -> bool:
+        if self.all_predictors:
+            return True
+        return self.predictors.filter(pk=predictor.pk).exists()
+
+
+class ApiKey(models.Model):
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="keys")
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(get_user=history_user)
+
+    def __str__(self):
+        return f"{self.client.name} {self.prefix}…"
+
+
+class UserToken(models.Model):
+    """API token of a reviewer or operator (`Authorization: Token …`), stored hashed."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oz_tokens")
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(get_user=history_user)
+
+    def __str__(self):
+        return f"{self.user} {self.prefix}…"
+
+
+class PredictionStatus(models.TextChoices):
+    PENDING = "pending"
+    ANSWERED = "answered"
+    REVISED = "revised"
+    EXPIRED = "expired"
+
+
+class AnswerSource(models.TextChoices):
+    HUMAN = "human"
+    RULE = "rule"
+    MODEL = "model"
+
+
+class Prediction(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    predictor = models.ForeignKey(Predictor, on_delete=models.PROTECT, related_name="predictions")
+    client = models.ForeignKey(ApiClient, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions")
+    schema_version = models.PositiveIntegerField()
+    input = models.JSONField()
+    status = models.CharField(max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING)
+    output = models.JSONField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    scores = models.JSONField(null=True, blank=True)
+    source = models.CharField(max_length=10, choices=AnswerSource.choices, blank=True)
+    provisional = models.BooleanField(default=False)
+    model_version = models.PositiveIntegerField(null=True, blank=True)
+    route = models.JSONField(help_text="{mode, reason, policy_version}")
+    callback_url = models.URLField(max_length=2000, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(get_user=history_user)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="prediction_idempotency_key_unique_per_client",
+            )
+        ]
+        indexes = [models.Index(fields=["predictor", "status"])]
+
+    def __str__(self):
+        return f"{self.predictor.slug} {self.id}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == PredictionStatus.PENDING
+
+
+class WebhookDelivery(models.Model):
+    """One event to POST to a client's callback_url. The row is written in the same
+    transaction as the change it reports; the Celery message is only a nudge, and the
+    sweeper re-sends anything a broker outage lost."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="webhooks")
+    event = models.CharField(max_length=50)
+    url = models.URLField(max_length=2000)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        verbose_name_plural = "webhook deliveries"

@@ -1,0 +1,226 @@
+"""Gateway writes: predictions (the /predict path), routing changes, API clients, tokens."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from models_registry import serving
+from review.models import TaskKind
+from review.services import review_task_create
+
+from .answers import webhook_enqueue
+from .keys import key_generate
+from .models import (
+    AnswerSource,
+    ApiClient,
+    ApiKey,
+    Prediction,
+    PredictionStatus,
+    Predictor,
+    RoutingMode,
+    RoutingPolicy,
+    UserToken,
+)
+from .routing import Route, route_decide
+from .rules import NoRuleMatched, rules_evaluate
+
+logger = logging.getLogger(__name__)
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request."""
+
+
+class RoutingInvalid(Exception):
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(message)
+
+
+def request_fingerprint(*, predictor_slug: str, body: dict) -> str:
+    canonical = json.dumps({"predictor": predictor_slug, "body": body}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(existing: Prediction, request_sha256: str) -> tuple[Prediction, bool]:
+    if existing.request_sha256 != request_sha256:
+        raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+    return existing, False
+
+
+def prediction_create(
+    *,
+    predictor: Predictor,
+    policy: RoutingPolicy,
+    client: ApiClient | None,
+    clean_input: dict,
+    callback_url: str = "",
+    idempotency_key: str = "",
+    request_sha256: str = "",
+) -> tuple[Prediction, bool]:
+    """Route one validated request and record it. Returns (prediction, created).
+
+    Rules and models answer at once; otherwise the prediction and its review task are
+    written in one transaction. A retry with the same Idempotency-Key and the same request
+    returns the first prediction and creates nothing; with a different request it raises
+    IdempotencyConflict. Model or rule failures divert to the human queue."""
+    if idempotency_key:
+        existing = Prediction.objects.filter(client=client, idempotency_key=idempotency_key).select_related("predictor").first()
+        if existing is not None:
+            return _replay(existing, request_sha256)
+
+    route = route_decide(policy=policy)
+    answer: dict | None = None
+    if route.target == RoutingMode.RULE:
+        try:
+            output, _ = rules_evaluate(predictor.rules, clean_input)
+            answer = {"output": output, "source": AnswerSource.RULE}
+        except NoRuleMatched:
+            route = route.diverted(RoutingMode.HUMAN, "rule_error")
+    elif route.target == RoutingMode.MODEL:
+        champion = serving.champion_get(predictor)
+        if champion is None:
+            route = route.diverted(RoutingMode.HUMAN, "no_model")
+        else:
+            try:
+                result = serving.model_answer(predictor=predictor, version=champion, clean_input=clean_input)
+                answer = {
+                    "output": result.output,
+                    "source": AnswerSource.MODEL,
+                    "confidence": result.confidence,
+                    "scores": result.scores,
+                    "model_version": result.version,
+                }
+            except Exception:  # noqa: BLE001 - a broken model must not lose the request
+                logger.exception("model v%s of %s failed; routing to reviewers", champion.version, predictor.slug)
+                route = route.diverted(RoutingMode.HUMAN, "model_error")
+
+    prediction = Prediction(
+        predictor=predictor,
+        client=client,
+        schema_version=predictor.schema_version,
+        input=clean_input,
+        route=route.as_dict(),
+        callback_url=callback_url or "",
+        idempotency_key=idempotency_key or "",
+        request_sha256=request_sha256,
+    )
+    if answer:
+        prediction.status = PredictionStatus.ANSWERED
+        prediction.created_at = prediction.answered_at = timezone.now()
+        for field, value in answer.items():
+            setattr(prediction, field, value)
+    try:
+        with transaction.atomic():
+            prediction.save(force_insert=True)
+            if answer:
+                webhook_enqueue(prediction=prediction, event="prediction.answered")
+            else:
+                review_task_create(prediction=prediction, kind=TaskKind.ROUTED, reason=_task_reason(route))
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # A concurrent retry with the same key won the race.
+        existing = Prediction.objects.select_related("predictor").get(client=client, idempotency_key=idempotency_key)
+        return _replay(existing, request_sha256)
+    return prediction, True
+
+
+def _task_reason(route: Route) -> str:
+    return {
+        "mode": "routing mode is human",
+        "no_model": "model mode, but no champion model yet",
+        "model_error": "the champion model failed on this input",
+        "rule_error": "no rule matched",
+    }.get(route.reason, route.reason)
+
+
+ROUTING_FIELDS = ("mode",)
+
+
+def routing_update(*, predictor: Predictor, changes: dict, user=None, reason: str = "") -> RoutingPolicy:
+    """Change the routing flag. Atomic, audited (history with user and reason), and the
+    policy version rises by one so every later prediction names the policy that routed it."""
+    for field in changes:
+        if field not in ROUTING_FIELDS:
+            raise RoutingInvalid(field, "unknown routing field")
+    mode = changes.get("mode")
+    if mode is not None and mode not in RoutingMode.values:
+        raise RoutingInvalid("mode", f"must be one of: {', '.join(RoutingMode.values)}")
+    if mode == RoutingMode.RULE and not predictor.rules:
+        raise RoutingInvalid("mode", "this predictor has no rules to answer with")
+    with transaction.atomic():
+        policy, _ = RoutingPolicy.objects.select_for_update().get_or_create(predictor=predictor)
+        changed = False
+        for field, value in changes.items():
+            if getattr(policy, field) != value:
+                setattr(policy, field, value)
+                changed = True
+        if changed:
+            policy.version += 1
+            policy._history_user = user
+            policy._change_reason = reason or None
+            policy.save()
+    return policy
+
+
+def api_client_create(*, name: str, predictor_slugs: list[str] | None = None) -> tuple[ApiClient, str]:
+    """Create a client and its first key. Returns (client, plaintext key): the key is shown
+    once; only its hash is kept."""
+    import secrets
+
+    with transaction.atomic():
+        client = ApiClient.objects.create(
+            name=name, all_predictors=not predictor_slugs, webhook_secret=secrets.token_urlsafe(32)
+        )
+        if predictor_slugs:
+            predictors = list(Predictor.objects.filter(slug__in=predictor_slugs))
+            missing = sorted(set(predictor_slugs) - {p.slug for p in predictors})
+            if missing:
+                raise Predictor.DoesNotExist(f"no such predictor: {', '.join(missing)}")
+            client.predictors.set(predictors)
+        plaintext = api_key_issue(client=client)
+    return client, plaintext
+
+
+def api_key_issue(*, client: ApiClient) -> str:
+    from .auth import API_KEY_KIND
+
+    new = key_generate(API_KEY_KIND)
+    ApiKey.objects.create(client=client, prefix=new.prefix, key_hash=new.key_hash)
+    return new.plaintext
+
+
+def user_token_issue(*, user) -> str:
+    from .auth import USER_TOKEN_KIND
+
+    new = key_generate(USER_TOKEN_KIND)
+    UserToken.objects.create(user=user, prefix=new.prefix, key_hash=new.key_hash)
+    return new.plaintext
+
+
+def person_create(*, username: str, group: str, password: str | None = None) -> tuple[object, str]:
+    """Create (or update) a staff user in `group` and issue an API token. Returns (user, token)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from .roles import roles_sync
+
+    User = get_user_model()
+    with transaction.atomic():
+        roles_sync()
+        user, _ = User.objects.get_or_create(username=username)
+        user.is_staff = True  # the admin is the reviewers' and operators' workplace
+        if password:
+            user.set_password(password)
+        elif not user.has_usable_password():
+            user.set_unusable_password()
+        user.save()
+        user.groups.add(Group.objects.get(name=group))
+        token = user_token_issue(user=user)
+    return user, token

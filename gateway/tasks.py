@@ -1,0 +1,19 @@
+from celery import shared_task
+
+from . import webhooks
+
+
+@shared_task(name="gateway.tasks.webhook_deliver", ignore_result=True)
+def webhook_deliver(delivery_id: int) -> None:
+    delivery = webhooks.webhook_attempt(delivery_id=delivery_id)
+    if delivery is not None and delivery.status == delivery.Status.PENDING:
+        # Not delivered yet: try again when the backoff is over.
+        webhook_deliver.apply_async(args=(delivery_id,), countdown=webhooks.backoff_seconds(delivery.attempts))
+
+
+@shared_task(name="gateway.tasks.outbox_sweep", ignore_result=True)
+def outbox_sweep() -> dict:
+    """Re-send the messages a broker outage may have lost (beat runs this every minute)."""
+    from .outbox import outbox_resend
+
+    return outbox_resend()
