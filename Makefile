@@ -1,0 +1,66 @@
+# Oz developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+# The venv is reinstalled only when a requirements file changes.
+REQUIREMENTS := requirements.txt requirements-dev.txt
+REQ_SHA := $(shell cat $(REQUIREMENTS) 2>/dev/null | sha256sum | cut -c1-16)
+VENV_STAMP := $(VENV)/.installed-$(REQ_SHA)
+
+.PHONY: help venv run test lint bench clean
+
+help:
+	@echo "make run    - migrate, load predictors/, create demo users, serve http://$(HOST):$(PORT) (SQLite, Celery eager)"
+	@echo "make test   - pytest against a throwaway PostgreSQL + Redis (PYTEST_ARGS=\"-k foo\")"
+	@echo "make lint   - ruff check"
+	@echo "make bench  - run bench/run.py (BENCH_ARGS=...)"
+	@echo "make venv   - create/refresh .venv from requirements-dev.txt"
+	@echo "make clean  - remove .venv, caches and collected static files"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP):
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Target-specific exports: every recipe line of `run` sees them. An explicit DATABASE_URL
+# in the caller's environment still wins (config/settings/base.py reads it).
+run: export DJANGO_SETTINGS_MODULE := config.settings.local
+run: export CELERY_TASK_ALWAYS_EAGER := true
+run: venv
+	$(VPY) manage.py migrate --noinput
+	$(VPY) manage.py load_predictors predictors/
+	$(VPY) manage.py bootstrap_demo --host $(HOST):$(PORT)
+	exec $(VPY) manage.py runserver $(HOST):$(PORT)
+
+test: venv
+	scripts/testenv.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	@if [ -x $(VENV)/bin/ruff ]; then \
+		$(VENV)/bin/ruff check . ; \
+	else \
+		echo "ruff is not installed in $(VENV) (see requirements-dev.txt); skipping lint"; \
+	fi
+
+bench: venv
+	@if [ -f bench/run.py ]; then \
+		$(VPY) bench/run.py $(BENCH_ARGS); \
+	else \
+		echo "no bench/run.py yet"; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
