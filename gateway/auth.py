@@ -9,7 +9,7 @@ from .keys import key_matches, key_prefix
 from .models import ApiKey, UserToken
 
 API_KEY_KIND = "oz"
-USER_TOKEN_KIND = "ozu"
+USER_TOKEN_KIND = "ozu"  # noqa: S105 - a key prefix, not a secret
 
 
 def _credential(request, scheme: str) -> str | None:

@@ -190,3 +190,6 @@ class WebhookDelivery(models.Model):
     class Meta:
         indexes = [models.Index(fields=["status", "next_attempt_at"])]
         verbose_name_plural = "webhook deliveries"
+
+    def __str__(self):
+        return f"{self.event} #{self.pk} ({self.status})"

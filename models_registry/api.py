@@ -1,7 +1,7 @@
 """Operator API for training runs and model versions."""
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -71,7 +71,11 @@ class ModelListView(APIView):
     permission_classes = [HasDjangoPerm]
     required_perms = ("models_registry.view_modelversion",)
 
-    @extend_schema(operation_id="models_list", responses={200: inline_serializer("ModelVersionList", {"results": serializers.ListField(child=VersionSerializer)}), 404: PROBLEM})
+    @extend_schema(
+        operation_id="models_list",
+        responses={200: inline_serializer("ModelVersionList", {"results": serializers.ListField(child=VersionSerializer)}),
+                   404: PROBLEM},
+    )
     def get(self, request, slug: str):
         predictor = _predictor_or_404(slug)
         versions = ModelVersion.objects.filter(predictor=predictor).select_related("predictor").order_by("-version")

@@ -50,7 +50,7 @@ def model_answer(*, predictor: Predictor, version: ModelVersion, clean_input: di
         proba = pipeline.predict_proba(X)[0]
         classes = [str(c) for c in pipeline.classes_]
         best = int(proba.argmax())
-        scores = {label: round(float(p), 6) for label, p in zip(classes, proba)}
+        scores = {label: round(float(p), 6) for label, p in zip(classes, proba, strict=True)}
         return ModelAnswer(output=classes[best], confidence=round(float(proba[best]), 6), scores=scores, version=version.version)
     value = float(pipeline.predict(X)[0])
     spec = predictor.output_spec

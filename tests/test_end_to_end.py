@@ -114,9 +114,13 @@ def test_human_to_model_loop(live_server, celery_worker_thread, settings):
     # 5. Train in the Celery worker (on Redis), then promote.
     status, run = operator.call("POST", "/predictors/loan-approval/train")
     assert status == 202 and run["status"] == "queued"
-    status, again = operator.call("POST", "/predictors/loan-approval/train")
+    status, _ = operator.call("POST", "/predictors/loan-approval/train")
     assert status in (202, 409)  # 409 while the first run is still active
-    finished = _until(lambda: (r := operator.call("GET", f"/training-runs/{run['id']}")[1])["status"] in ("succeeded", "failed") and r)
+    def run_finished():
+        body = operator.call("GET", f"/training-runs/{run['id']}")[1]
+        return body if body["status"] in ("succeeded", "failed") else None
+
+    finished = _until(run_finished)
     assert finished["status"] == "succeeded", finished["error"]
     assert finished["model_version"] == 1
     assert finished["dataset"]["n_labels"] == 60

@@ -30,11 +30,13 @@ def test_production_refuses_to_start_without_secret_key():
 
 
 def test_production_passes_deploy_checks():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", env={**PRODUCTION, "DJANGO_SECRET_KEY": "x" * 30 + "y7$Zq!" * 10})
+    secret = "x" * 30 + "y7$Zq!" * 10
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env={**PRODUCTION, "DJANGO_SECRET_KEY": secret})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
 def test_migrations_are_complete():
-    result = _manage("makemigrations", "--check", "--dry-run", env={"DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": "sqlite:///:memory:"})
+    local = {"DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": "sqlite:///:memory:"}
+    result = _manage("makemigrations", "--check", "--dry-run", env=local)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,5 +1,5 @@
 """`make run`: SQLite, Celery eager, local-memory cache, debug pages."""
-from .base import *  # noqa: F401,F403
+from .base import *  # noqa: F403
 from .base import env
 
 # Debug pages stay off by default so the API answers problem+json even locally;

@@ -1,5 +1,5 @@
 """Production: every secret from the environment, HTTPS everywhere, Redis and PostgreSQL."""
-from .base import *  # noqa: F401,F403
+from .base import *  # noqa: F403
 from .base import env
 
 # No default: without DJANGO_SECRET_KEY the process refuses to start.

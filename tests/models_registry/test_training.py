@@ -124,7 +124,7 @@ def test_untrusted_types_in_an_artifact_are_not_loaded(tmp_path):
     pipeline = FunctionTransformer(func=random.random)
     data = sio.dumps(pipeline)
     name = default_storage.save("models/evil.skops", ContentFile(data))
-    with pytest.raises(Exception, match="[Uu]ntrusted"):
+    with pytest.raises(Exception, match=r"[Uu]ntrusted"):
         artifact_load(name=name, sha256=hashlib.sha256(data).hexdigest())
 
 
