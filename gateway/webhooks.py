@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import timedelta
 
@@ -38,6 +41,27 @@ def signature_verify(secret: str, body: bytes, header: str, *, tolerance_seconds
         return False
     expected = signature_header(secret, body, t).split("v1=", 1)[1]
     return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+class DestinationRefused(ValueError):
+    """The callback URL points into a private network and the settings do not allow that."""
+
+
+def destination_check(url: str) -> None:
+    """Refuse callback URLs that resolve to loopback, private, link-local or reserved
+    addresses (a client could otherwise make Oz probe its internal network), unless
+    OZ_WEBHOOK_ALLOW_PRIVATE is set (local development and tests)."""
+    if settings.OZ_WEBHOOK_ALLOW_PRIVATE:
+        return
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise DestinationRefused(f"cannot resolve {host!r}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise DestinationRefused(f"{host!r} resolves to a non-public address ({address})")
 
 
 def backoff_seconds(attempts: int) -> int:
@@ -77,11 +101,15 @@ def webhook_attempt(*, delivery_id: int) -> WebhookDelivery | None:
         },
     )
     try:
+        destination_check(delivery.url)
         with urllib.request.urlopen(request, timeout=settings.OZ_WEBHOOK_TIMEOUT_SECONDS) as response:
             delivery.last_status_code = response.status
         delivery.status = WebhookDelivery.Status.DELIVERED
         delivery.delivered_at = timezone.now()
         delivery.last_error = ""
+    except DestinationRefused as exc:
+        delivery.last_error = str(exc)
+        delivery.attempts = settings.OZ_WEBHOOK_MAX_ATTEMPTS  # no retry can fix it
     except urllib.error.HTTPError as exc:
         delivery.last_status_code = exc.code
         delivery.last_error = f"HTTP {exc.code}"
@@ -92,5 +120,5 @@ def webhook_attempt(*, delivery_id: int) -> WebhookDelivery | None:
             delivery.status = WebhookDelivery.Status.FAILED
         else:
             delivery.next_attempt_at = timezone.now() + timedelta(seconds=backoff_seconds(delivery.attempts))
-    delivery.save(update_fields=["status", "delivered_at", "last_status_code", "last_error", "next_attempt_at"])
+    delivery.save(update_fields=["status", "attempts", "delivered_at", "last_status_code", "last_error", "next_attempt_at"])
     return delivery

@@ -172,6 +172,8 @@ OZ_REVIEW_LEASE_SECONDS = env.int("OZ_REVIEW_LEASE_SECONDS", default=600)
 OZ_MAX_WAIT_SECONDS = 30
 OZ_WEBHOOK_TIMEOUT_SECONDS = env.int("OZ_WEBHOOK_TIMEOUT_SECONDS", default=5)
 OZ_WEBHOOK_MAX_ATTEMPTS = env.int("OZ_WEBHOOK_MAX_ATTEMPTS", default=8)
+# Webhooks to loopback/private addresses are refused unless this is on (local and tests).
+OZ_WEBHOOK_ALLOW_PRIVATE = env.bool("OZ_WEBHOOK_ALLOW_PRIVATE", default=False)
 OZ_MIN_TRAINING_LABELS = env.int("OZ_MIN_TRAINING_LABELS", default=20)
 OZ_ARTIFACT_PREFIX = "models"
 OZ_PUBLIC_BASE_URL = env("OZ_PUBLIC_BASE_URL", default="")

@@ -15,3 +15,4 @@ REST_FRAMEWORK = {**REST_FRAMEWORK}
 # Static files straight from the apps (no collectstatic before tests).
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+OZ_WEBHOOK_ALLOW_PRIVATE = env.bool("OZ_WEBHOOK_ALLOW_PRIVATE", default=True)
