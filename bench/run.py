@@ -73,7 +73,7 @@ def main() -> None:
         predictors_load(ROOT / "predictors" / "loan-approval.yaml")
         loan = Predictor.objects.get(slug="loan-approval")
         _, key = api_client_create(name=f"bench-{random.randint(0, 10**9)}")
-        world = SyntheticPredictor(loan.input_schema, loan.output_spec)
+        world = SyntheticPredictor(loan.schema, loan.output_spec)
         rng = random.Random(1)
         Label.objects.bulk_create(
             Label(predictor=loan, schema_version=1, input=(x := world.input(rng)), target=world.truth(x), source="import")

@@ -89,14 +89,16 @@ class PredictView(APIView):
             from .errors import flatten_errors
 
             errors.extend(flatten_errors(envelope.errors))
-        clean_input, input_errors = input_validate(predictor.input_schema, body.get("input"))
+        clean_input, input_errors = input_validate(predictor.schema, body.get("input"))
         if "input" in body:
             errors.extend(e.as_dict() for e in input_errors)
         if errors:
             raise FieldValidationError(errors)
         idempotency_key = request.headers.get("Idempotency-Key", "")
-        if len(idempotency_key) > 255:
-            raise FieldValidationError([{"field": "Idempotency-Key", "message": "must be at most 255 characters"}])
+        if len(idempotency_key) > 255 or not idempotency_key.isprintable():
+            raise FieldValidationError(
+                [{"field": "Idempotency-Key", "message": "must be at most 255 printable characters"}]
+            )
         data = envelope.validated_data
         try:
             prediction, created = prediction_create(
@@ -261,13 +263,13 @@ class ReadyView(APIView):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             checks["database"] = "ok"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             checks["database"] = f"error: {exc.__class__.__name__}"
         if settings.REDIS_URL:
             try:
                 cache.set("oz:readyz", "1", timeout=5)
                 checks["redis"] = "ok" if cache.get("oz:readyz") == "1" else "error: no round trip"
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 checks["redis"] = f"error: {exc.__class__.__name__}"
         if all(v == "ok" for v in checks.values()):
             return Response({"status": "ok", "checks": checks})

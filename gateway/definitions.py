@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 from django.db import transaction
 
+from .history import change_reason
 from .models import Predictor, RoutingPolicy
 from .schema import FieldError, definition_validate
 
@@ -84,6 +85,7 @@ def _upsert(file: Path, data: dict) -> LoadResult:
     fields = {
         "description": data.get("description", ""),
         "input_schema": data["input"],
+        "field_order": list(data["input"]),
         "output_spec": data["output"],
         "rules": data.get("rules", []),
         "sensitive_attribute": data.get("sensitive_attribute") or "",
@@ -93,13 +95,15 @@ def _upsert(file: Path, data: dict) -> LoadResult:
     predictor = Predictor.objects.select_for_update().filter(slug=data["slug"]).first()
     if predictor is None:
         predictor = Predictor(slug=data["slug"], **fields)
-        predictor._change_reason = f"created from {file}"
+        predictor._change_reason = change_reason(f"created from {file}")
         predictor.save()
         RoutingPolicy.objects.create(predictor=predictor, mode=data.get("routing", {}).get("mode", "human"))
         return LoadResult(predictor.slug, str(file), "created", predictor.schema_version)
-    schema_changed = _canonical(predictor.input_schema) != _canonical(fields["input_schema"]) or _canonical(
-        predictor.output_spec
-    ) != _canonical(fields["output_spec"])
+    schema_changed = (
+        predictor.field_order != fields["field_order"]
+        or _canonical(predictor.input_schema) != _canonical(fields["input_schema"])
+        or _canonical(predictor.output_spec) != _canonical(fields["output_spec"])
+    )
     changed = schema_changed or any(
         _canonical(getattr(predictor, k)) != _canonical(v) for k, v in fields.items() if k != "source_path"
     )
@@ -109,7 +113,7 @@ def _upsert(file: Path, data: dict) -> LoadResult:
         setattr(predictor, key, value)
     if schema_changed:
         predictor.schema_version += 1
-    predictor._change_reason = f"reloaded from {file}"
+    predictor._change_reason = change_reason(f"reloaded from {file}")
     predictor.save()
     RoutingPolicy.objects.get_or_create(predictor=predictor)
     return LoadResult(predictor.slug, str(file), "updated", predictor.schema_version)

@@ -8,7 +8,9 @@ import logging
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,17 @@ def problem_response(status_code: int, detail: str, *, errors=None, code=None, h
 def problem_exception_handler(exc, context):
     """DRF exception handler: every error becomes problem+json; nothing a client sends
     reaches the generic 500 page."""
+    response = _problem_for(exc)
+    request = context.get("request")
+    if response is not None and request is not None:
+        # Render the problem as JSON even on views whose renderer is something else (the
+        # OpenAPI schema's YAML, the docs' HTML); DRF renders with the request's renderer.
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = PROBLEM_CONTENT_TYPE
+    return response
+
+
+def _problem_for(exc):
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -130,17 +143,30 @@ def _problem_json(status_code: int, detail: str) -> JsonResponse:
     return JsonResponse(problem(status_code, detail), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
 
 
+# The admin is for people: its errors stay HTML pages; everything else is the API.
+def _is_admin(request) -> bool:
+    return request.path.startswith("/admin/")
+
+
 def handler404(request, exception=None):
+    if _is_admin(request):
+        return defaults.page_not_found(request, exception)
     return _problem_json(404, "No such resource.")
 
 
 def handler400(request, exception=None):
+    if _is_admin(request):
+        return defaults.bad_request(request, exception)
     return _problem_json(400, "Malformed request.")
 
 
 def handler403(request, exception=None):
+    if _is_admin(request):
+        return defaults.permission_denied(request, exception)
     return _problem_json(403, "Forbidden.")
 
 
 def handler500(request):
+    if _is_admin(request):
+        return defaults.server_error(request)
     return _problem_json(500, "Something went wrong on our side; it has been logged.")

@@ -14,3 +14,15 @@ def history_user(instance=None, request=None, **kwargs):
     if isinstance(candidate, get_user_model()) and candidate.is_authenticated:
         return candidate
     return None
+
+
+# simple-history's history_change_reason column is varchar(100).
+CHANGE_REASON_MAX_LENGTH = 100
+
+
+def change_reason(text: str) -> str | None:
+    """A reason that fits the history column (the full text, where longer, belongs in a
+    field of the model itself)."""
+    if not text:
+        return None
+    return text if len(text) <= CHANGE_REASON_MAX_LENGTH else text[: CHANGE_REASON_MAX_LENGTH - 1] + "…"

@@ -39,6 +39,8 @@ def key_prefix(kind: str, plaintext: str) -> str | None:
     prefix = plaintext[len(head): len(head) + PREFIX_LENGTH]
     if len(prefix) != PREFIX_LENGTH or plaintext[len(head) + PREFIX_LENGTH: len(head) + PREFIX_LENGTH + 1] != "_":
         return None
+    if not all(c in "0123456789abcdef" for c in prefix):  # key_generate makes hex; keeps NULs out of SQL
+        return None
     return prefix
 
 

@@ -15,7 +15,7 @@ def task_send(task, *args) -> bool:
     try:
         task.apply_async(args=args, retry=False)
         return True
-    except Exception:  # noqa: BLE001 - any broker failure; the sweeper will retry
+    except Exception:  # any broker failure: the sweeper will re-send
         logger.warning("could not publish %s%r; the sweeper will re-send it", task.name, args, exc_info=True)
         return False
 

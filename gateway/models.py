@@ -13,7 +13,10 @@ class Predictor(models.Model):
 
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
-    input_schema = models.JSONField(help_text="field name -> field spec, in declaration order")
+    input_schema = models.JSONField(help_text="field name -> field spec")
+    # PostgreSQL's jsonb does not keep key order, so the declared order is kept apart; it
+    # orders forms, exports and the model's feature columns.
+    field_order = models.JSONField(default=list)
     output_spec = models.JSONField()
     rules = models.JSONField(default=list, blank=True)
     sensitive_attribute = models.CharField(max_length=100, blank=True)
@@ -30,6 +33,14 @@ class Predictor(models.Model):
 
     def __str__(self):
         return self.slug
+
+    @property
+    def schema(self) -> dict:
+        """The input schema in declaration order."""
+        ordered = {name: self.input_schema[name] for name in self.field_order if name in self.input_schema}
+        if len(ordered) != len(self.input_schema):  # a schema saved without an order
+            ordered.update(self.input_schema)
+        return ordered
 
     @property
     def is_classification(self) -> bool:

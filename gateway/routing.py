@@ -16,7 +16,7 @@ class Route:
     def as_dict(self) -> dict:
         return {"mode": self.mode, "reason": self.reason, "policy_version": self.policy_version}
 
-    def diverted(self, target: str, reason: str) -> "Route":
+    def diverted(self, target: str, reason: str) -> Route:
         return Route(target=target, mode=self.mode, reason=reason, policy_version=self.policy_version)
 
 

@@ -43,7 +43,12 @@ class FieldError:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (JSON allows 4300 digits)
+        return False
 
 
 def _is_integer(value) -> bool:
@@ -63,6 +68,8 @@ def value_error(spec: dict, value) -> str | None:
     elif kind == "integer":
         if not _is_integer(value):
             return "must be an integer"
+        if not _is_number(value):
+            return "is out of range"
     elif kind == "boolean":
         if not isinstance(value, bool):
             return "must be true or false"
@@ -72,6 +79,8 @@ def value_error(spec: dict, value) -> str | None:
     elif kind == "text":
         if not isinstance(value, str):
             return "must be a string"
+        if "\x00" in value:
+            return "must not contain NUL characters"
         limit = spec.get("max_length", DEFAULT_TEXT_MAX_LENGTH)
         if len(value) > limit:
             return f"must be at most {limit} characters"
@@ -155,6 +164,8 @@ def _field_spec_errors(name: str, spec, errors: list[FieldError]) -> None:
             errors.append(FieldError(f"{path}.maximum", "must not be below minimum"))
         if "unit" in spec and not isinstance(spec["unit"], str):
             errors.append(FieldError(f"{path}.unit", "must be a string"))
+    if "description" in spec and not isinstance(spec["description"], str):
+        errors.append(FieldError(f"{path}.description", "must be a string"))
     if kind == "category":
         choices = spec.get("choices")
         if (
@@ -181,6 +192,9 @@ def _output_spec_errors(output, errors: list[FieldError]) -> None:
     for key in output:
         if key not in allowed:
             errors.append(FieldError(f"output.{key}", f"unknown key for a {kind} output"))
+    for key in ("description", "unit"):
+        if key in output and key in allowed and not isinstance(output[key], str):
+            errors.append(FieldError(f"output.{key}", "must be a string"))
     if kind == "label":
         labels = output.get("labels")
         if (
@@ -313,7 +327,7 @@ def definition_validate(data) -> list[FieldError]:
         _output_spec_errors(data["output"], errors)
     sensitive = data.get("sensitive_attribute")
     if sensitive is not None:
-        if sensitive not in schema:
+        if not isinstance(sensitive, str) or sensitive not in schema:
             errors.append(FieldError("sensitive_attribute", "must name a field of the input"))
         elif isinstance(schema[sensitive], dict) and schema[sensitive].get("type") not in ("category", "boolean"):
             errors.append(FieldError("sensitive_attribute", "must be a category or boolean field"))

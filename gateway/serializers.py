@@ -60,7 +60,7 @@ class RoutingSerializer(serializers.Serializer):
 class PredictorSerializer(serializers.Serializer):
     slug = serializers.CharField()
     description = serializers.CharField()
-    input = serializers.JSONField(source="input_schema")
+    input = serializers.JSONField(source="schema")
     output = serializers.JSONField(source="output_spec")
     sensitive_attribute = serializers.CharField(allow_blank=True)
     schema_version = serializers.IntegerField()

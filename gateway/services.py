@@ -96,7 +96,7 @@ def prediction_create(
                     "scores": result.scores,
                     "model_version": result.version,
                 }
-            except Exception:  # noqa: BLE001 - a broken model must not lose the request
+            except Exception:  # a broken model must not lose the request
                 logger.exception("model v%s of %s failed; routing to reviewers", champion.version, predictor.slug)
                 route = route.diverted(RoutingMode.HUMAN, "model_error")
 
@@ -141,11 +141,13 @@ def _task_reason(route: Route) -> str:
 
 
 ROUTING_FIELDS = ("mode",)
+# The history table's change-reason column is varchar(100).
+ROUTING_REASON_MAX_LENGTH = 100
 
 
-def routing_update(*, predictor: Predictor, changes: dict, user=None, reason: str = "") -> RoutingPolicy:
-    """Change the routing flag. Atomic, audited (history with user and reason), and the
-    policy version rises by one so every later prediction names the policy that routed it."""
+def routing_check(*, predictor: Predictor, changes: dict, reason: str = "") -> None:
+    """Raise RoutingInvalid if `routing_update` would refuse these changes. Writes nothing,
+    so forms can show the problem next to the field before anything is saved."""
     for field in changes:
         if field not in ROUTING_FIELDS:
             raise RoutingInvalid(field, "unknown routing field")
@@ -154,6 +156,14 @@ def routing_update(*, predictor: Predictor, changes: dict, user=None, reason: st
         raise RoutingInvalid("mode", f"must be one of: {', '.join(RoutingMode.values)}")
     if mode == RoutingMode.RULE and not predictor.rules:
         raise RoutingInvalid("mode", "this predictor has no rules to answer with")
+    if reason and len(reason) > ROUTING_REASON_MAX_LENGTH:
+        raise RoutingInvalid("reason", f"must be at most {ROUTING_REASON_MAX_LENGTH} characters")
+
+
+def routing_update(*, predictor: Predictor, changes: dict, user=None, reason: str = "") -> RoutingPolicy:
+    """Change the routing flag. Atomic, audited (history with user and reason), and the
+    policy version rises by one so every later prediction names the policy that routed it."""
+    routing_check(predictor=predictor, changes=changes, reason=reason)
     with transaction.atomic():
         policy, _ = RoutingPolicy.objects.select_for_update().get_or_create(predictor=predictor)
         changed = False

@@ -4,6 +4,8 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from gateway.history import change_reason
+
 from .models import ModelVersion, Stage
 
 
@@ -28,13 +30,13 @@ def model_version_promote(*, version: ModelVersion, user=None, reason: str = "")
             if other.stage == Stage.CHAMPION:
                 other.stage = Stage.ARCHIVED
                 other.stage_reason = f"replaced by v{target.version}"
-                other._change_reason = other.stage_reason
+                other._change_reason = change_reason(other.stage_reason)
                 other._history_user = user
                 other.save(update_fields=["stage", "stage_reason"])
         target.stage = Stage.CHAMPION
         target.promoted_at = timezone.now()
         target.stage_reason = reason or "promoted"
-        target._change_reason = target.stage_reason
+        target._change_reason = change_reason(target.stage_reason)
         target._history_user = user
         target.save(update_fields=["stage", "promoted_at", "stage_reason"])
     return target

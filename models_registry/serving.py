@@ -45,7 +45,7 @@ def _pipeline(version: ModelVersion):
 
 def model_answer(*, predictor: Predictor, version: ModelVersion, clean_input: dict) -> ModelAnswer:
     pipeline = _pipeline(version)
-    X = feature_rows(predictor.input_schema, [clean_input])
+    X = feature_rows(predictor.schema, [clean_input])
     if predictor.is_classification:
         proba = pipeline.predict_proba(X)[0]
         classes = [str(c) for c in pipeline.classes_]

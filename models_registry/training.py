@@ -81,7 +81,7 @@ def _dataset(predictor: Predictor):
     """The current labels whose input and target fit the current schema, in id order."""
     ids, inputs, targets, dropped = [], [], [], 0
     for label in labels_current(predictor=predictor).only("id", "input", "target").order_by("id").iterator(chunk_size=2000):
-        _, errors = input_validate(predictor.input_schema, label.input)
+        _, errors = input_validate(predictor.schema, label.input)
         if errors or output_error(predictor.output_spec, label.target):
             dropped += 1
             continue
@@ -153,15 +153,15 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
             "class_counts": dict(counts) if counts else None,
             "schema_version": predictor.schema_version,
         }
-        X = feature_rows(predictor.input_schema, inputs)
+        X = feature_rows(predictor.schema, inputs)
         X_train, X_test, y_train, y_test = train_test_split(
             X, y, test_size=HOLDOUT_FRACTION, random_state=SPLIT_SEED, stratify=y if classification else None
         )
         estimator = next(iter(ESTIMATORS[predictor.output_spec["type"]]))
         params: dict = {}
-        text_fields = usable_text_fields(predictor.input_schema, X_train)
+        text_fields = usable_text_fields(predictor.schema, X_train)
         pipeline = pipeline_build(
-            predictor.input_schema, predictor.output_spec, estimator=estimator, params=params, text_fields=text_fields
+            predictor.schema, predictor.output_spec, estimator=estimator, params=params, text_fields=text_fields
         )
         pipeline.fit(X_train, y_train)
         run.estimator = estimator
@@ -193,7 +193,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
                 artifact_sha256=digest,
                 metrics=metrics,
             )
-    except Exception as exc:  # noqa: BLE001 - any failure is the run's result, not the worker's crash
+    except Exception as exc:  # any failure is the run's result, not the worker's crash
         logger.warning("training run %s failed: %s", run_id, exc)
         run.status = TrainingRun.Status.FAILED
         run.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()

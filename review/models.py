@@ -3,7 +3,6 @@ from django.db import models
 from simple_history.models import HistoricalRecords
 
 from gateway.history import history_user
-
 from gateway.models import Prediction, Predictor
 
 

@@ -27,7 +27,7 @@ def task_as_dict(task: ReviewTask) -> dict:
         "predictor": task.predictor.slug,
         "prediction": str(prediction.id),
         "input": prediction.input,
-        "input_schema": task.predictor.input_schema,
+        "input_schema": task.predictor.schema,
         "output_spec": task.predictor.output_spec,
         "suggestion": suggestion,
         "created_at": _iso(task.created_at),

@@ -54,7 +54,7 @@ def test_human_to_model_loop(live_server, celery_worker_thread, settings):
     client = Http(live_server.url, f"Bearer {key}")
     reviewer = Http(live_server.url, f"Token {reviewer_token}")
     operator = Http(live_server.url, f"Token {operator_token}")
-    world = SyntheticPredictor(predictor.input_schema, predictor.output_spec)
+    world = SyntheticPredictor(predictor.schema, predictor.output_spec)
 
     # 1. Before any model exists, a human answers; the client polls with ?wait=.
     status, first = client.call("POST", "/predict/loan-approval", {"input": factories.loan_input()})

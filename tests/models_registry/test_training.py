@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _labels(predictor, n: int, seed: int = 1):
-    world = SyntheticPredictor(predictor.input_schema, predictor.output_spec)
+    world = SyntheticPredictor(predictor.schema, predictor.output_spec)
     rng = random.Random(seed)
     rows = []
     for _ in range(n):

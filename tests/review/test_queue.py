@@ -125,7 +125,7 @@ def test_concurrent_reviewers_never_share_a_task():
             barrier.wait()
             while (task := review_task_claim_next(reviewer=user)) is not None:
                 claimed.append((task.pk, user.pk))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
         finally:
             connection.close()
@@ -151,6 +151,8 @@ def test_review_api_flow(loan, client_api, reviewer_api, make_api):
     task = response.json()
     assert task["kind"] == "routed" and task["prediction"] == created["id"]
     assert task["output_spec"]["labels"] == ["approve", "refer"]
+    # Fields in the order the YAML declares them (PostgreSQL's jsonb alone would reorder them).
+    assert list(task["input_schema"]) == ["amount", "years_trading", "sector", "has_collateral", "note"]
     assert task["lease_expires_at"]
     other = make_api(f"Token {factories.reviewer_with_token('sam')[1]}")
     response = other.post(f"/review/tasks/{task['id']}/decision", {"output": "approve"}, format="json")

@@ -35,14 +35,14 @@ class Command(BaseCommand):
         if n < 1:
             raise CommandError("--n must be at least 1")
         rng = random.Random(seed)
-        world = SyntheticPredictor(predictor.input_schema, predictor.output_spec)
+        world = SyntheticPredictor(predictor.schema, predictor.output_spec)
         client = ApiClient.objects.filter(name=DEMO_CLIENT).first() or api_client_create(name=DEMO_CLIENT)[0]
         reviewer = person_create(username=DEMO_REVIEWER, group=REVIEWERS)[0] if simulate_reviewer else None
         started = time.monotonic()
         correct = answered_now = 0
         for _ in range(n):
             data = world.input(rng)
-            clean, errors = input_validate(predictor.input_schema, data)
+            clean, errors = input_validate(predictor.schema, data)
             if errors:  # the generator follows the schema; this would be a bug in it
                 raise CommandError(f"generated input failed validation: {errors}")
             predictor.routing.refresh_from_db()

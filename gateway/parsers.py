@@ -1,0 +1,57 @@
+"""The JSON request parser: DRF's, made safe against documents Python's json accepts but
+nothing after it can handle.
+
+- Nesting: json recurses once per level, so a body of a few thousand `[` raises
+  RecursionError (a 500) instead of a parse error, and a document parsed just below the
+  limit can still overflow the stack when a later step re-serialises it. No Oz request
+  needs more than a few levels, so anything deeper than MAX_DEPTH is a 400.
+- Unpaired surrogates (`"\\ud800"`): json decodes them into strings that cannot be encoded
+  as UTF-8, so storing them (PostgreSQL) or echoing them in an error fails. They are not
+  text, so they are a 400 too."""
+from __future__ import annotations
+
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+
+MAX_DEPTH = 64
+
+
+def _is_text(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def document_problem(data, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why a parsed JSON document is unacceptable, or None. Iterative: no recursion."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                return "strings must not contain unpaired surrogates (\\ud800-\\udfff)"
+        elif isinstance(value, (dict, list)):
+            if depth > max_depth:
+                return f"nested deeper than {max_depth} levels"
+            if isinstance(value, dict):
+                stack.extend((key, depth) for key in value)
+                stack.extend((child, depth + 1) for child in value.values())
+            else:
+                stack.extend((child, depth + 1) for child in value)
+    return None
+
+
+class JSONParser(parsers.JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels") from None
+        problem = document_problem(data)
+        if problem:
+            raise ParseError(f"JSON parse error - {problem}")
+        return data
