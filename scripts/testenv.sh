@@ -30,7 +30,7 @@ fi
 scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 timeout_s="${OZ_TESTENV_TIMEOUT:-30}"
 
-"$scripts_dir/ensure-system-deps.sh" redis postgres
+"$scripts_dir/ensure-system-deps.sh" redis postgres chromium
 
 if [ -z "${PG_BINDIR:-}" ]; then
     if [ -x /usr/lib/postgresql/15/bin/initdb ]; then
