@@ -234,6 +234,8 @@ class RoutingView(APIView):
         reason = body.get("reason", "")
         if not isinstance(reason, str):
             raise FieldValidationError([{"field": "reason", "message": "must be a string"}])
+        if "\x00" in reason:  # PostgreSQL text cannot hold NUL
+            raise FieldValidationError([{"field": "reason", "message": "must not contain NUL characters"}])
         try:
             policy = routing_update(predictor=predictor, changes=changes, user=request.user, reason=reason)
         except RoutingInvalid as exc:

@@ -7,11 +7,15 @@ nothing after it can handle.
   needs more than a few levels, so anything deeper than MAX_DEPTH is a 400.
 - Unpaired surrogates (`"\\ud800"`): json decodes them into strings that cannot be encoded
   as UTF-8, so storing them (PostgreSQL) or echoing them in an error fails. They are not
-  text, so they are a 400 too."""
+  text, so they are a 400 too.
+- NUL characters: valid JSON, but PostgreSQL's text and jsonb cannot store them, in any
+  field of any endpoint (a decision note as much as an input value): 422, field by field."""
 from __future__ import annotations
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
+
+from .errors import FieldValidationError
 
 MAX_DEPTH = 64
 
@@ -27,7 +31,7 @@ def _is_text(value: str) -> bool:
 
 
 def document_problem(data, max_depth: int = MAX_DEPTH) -> str | None:
-    """Why a parsed JSON document is unacceptable, or None. Iterative: no recursion."""
+    """Why a parsed JSON document cannot be read at all, or None. Iterative: no recursion."""
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -45,6 +49,25 @@ def document_problem(data, max_depth: int = MAX_DEPTH) -> str | None:
     return None
 
 
+def nul_fields(data) -> list[dict]:
+    """Field errors for every string value holding a NUL character, by path (`input.note`)."""
+    errors = []
+    stack = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                errors.append({"field": path, "message": "must not contain NUL characters"})
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if "\x00" in key:
+                    errors.append({"field": path or "(body)", "message": "keys must not contain NUL characters"})
+                stack.append((child, f"{path}.{key}" if path else key))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
+    return sorted(errors, key=lambda e: e["field"])
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         try:
@@ -54,4 +77,7 @@ class JSONParser(parsers.JSONParser):
         problem = document_problem(data)
         if problem:
             raise ParseError(f"JSON parse error - {problem}")
+        errors = nul_fields(data)
+        if errors:
+            raise FieldValidationError(errors)
         return data

@@ -42,8 +42,14 @@ class RoutingInvalid(Exception):
         super().__init__(message)
 
 
+# What makes two requests "the same" for Idempotency-Key: the question asked, not how long
+# the client is willing to wait for the answer or whether it wants it explained.
+FINGERPRINT_FIELDS = ("input", "callback_url")
+
+
 def request_fingerprint(*, predictor_slug: str, body: dict) -> str:
-    canonical = json.dumps({"predictor": predictor_slug, "body": body}, sort_keys=True, separators=(",", ":"))
+    asked = {k: body[k] for k in FINGERPRINT_FIELDS if k in body}
+    canonical = json.dumps({"predictor": predictor_slug, "body": asked}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -226,6 +226,7 @@ def test_a_routing_patch_that_changes_nothing_keeps_the_version(loan, operator_a
         ({"mode": ["rule"]}, "mode"),
         ({"fallback": "rule"}, "fallback"),
         ({"mode": "rule", "reason": 5}, "reason"),
+        ({"mode": "rule", "reason": "a\x00b"}, "reason"),
     ],
 )
 def test_invalid_routing_changes_are_422(loan, operator_api, body, field):

@@ -64,6 +64,13 @@ def test_key_order_and_whitespace_of_the_body_do_not_matter(predict, client_api)
     assert Prediction.objects.count() == 1
 
 
+def test_a_retry_may_change_how_long_it_waits(predict):
+    first = predict(BODY, HTTP_IDEMPOTENCY_KEY="order-43")
+    again = predict({**BODY, "wait": 1, "explain": True}, HTTP_IDEMPOTENCY_KEY="order-43")
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    assert Prediction.objects.count() == 1
+
+
 @pytest.mark.parametrize(
     "other_body",
     [

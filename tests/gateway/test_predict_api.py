@@ -307,6 +307,7 @@ def test_predictor_detail_shows_schema_output_routing_and_champion(client_api, l
     body = response.json()
     assert body["slug"] == "loan-approval"
     assert body["input"]["amount"]["type"] == "number"
+    assert list(body["input"]) == ["amount", "years_trading", "sector", "has_collateral", "note"]  # as declared
     assert body["output"] == {"type": "label", "labels": ["approve", "refer"]}
     assert body["routing"]["mode"] == "human"
     assert body["routing"]["version"] == 1

@@ -235,6 +235,7 @@ def test_input_must_be_an_object(data):
 def test_unknown_fields_are_errors_not_ignored():
     clean, errors = check({"amount": 1, "ammount": 2})
     assert errors == {"input.ammount": "unknown field"}
+    assert clean == {"amount": 1}
 
 
 @pytest.mark.parametrize(

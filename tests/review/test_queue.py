@@ -159,6 +159,10 @@ def test_review_api_flow(loan, client_api, reviewer_api, make_api):
     assert response.status_code == 409 and response["Content-Type"] == "application/problem+json"
     response = reviewer_api.post(f"/review/tasks/{task['id']}/decision", {"output": "nope"}, format="json")
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "output"
+    response = reviewer_api.post(f"/review/tasks/{task['id']}/decision", {"output": "approve", "note": "a\x00b"}, format="json")
+    assert response.status_code == 422 and response.json()["errors"] == [
+        {"field": "note", "message": "must not contain NUL characters"}
+    ]
     response = reviewer_api.post(f"/review/tasks/{task['id']}/extend")
     assert response.status_code == 200
     response = reviewer_api.post(f"/review/tasks/{task['id']}/decision", {"output": "approve"}, format="json")
