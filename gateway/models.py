@@ -20,6 +20,10 @@ class Predictor(models.Model):
     output_spec = models.JSONField()
     rules = models.JSONField(default=list, blank=True)
     sensitive_attribute = models.CharField(max_length=100, blank=True)
+    # Consensus: how many reviewers must agree before a human answer stands.
+    reviews_required = models.PositiveSmallIntegerField(default=1)
+    # End users may appeal an answer for this many days after it was given.
+    appeal_window_days = models.PositiveIntegerField(default=30)
     # Bumped whenever input_schema or output_spec changes; predictions record it.
     schema_version = models.PositiveIntegerField(default=1)
     definition_sha256 = models.CharField(max_length=64, blank=True)
@@ -53,12 +57,24 @@ class RoutingMode(models.TextChoices):
     MODEL = "model", "Model"
 
 
+class RoutingFallback(models.TextChoices):
+    HUMAN = "human", "Human reviewers"
+    RULE = "rule", "Rule stub"
+    NONE = "none", "Nobody"
+
+
 class RoutingPolicy(models.Model):
     """The routing flag of one predictor. `version` rises with every change and is recorded
     on each prediction, so any answer can be traced to the policy that routed it."""
 
     predictor = models.OneToOneField(Predictor, on_delete=models.CASCADE, related_name="routing")
     mode = models.CharField(max_length=10, choices=RoutingMode.choices, default=RoutingMode.HUMAN)
+    # Who answers when the chosen answerer cannot, and who gives a provisional answer when a
+    # human misses the SLA (the champion model stands in when the fallback is not `none`
+    # and there are no rules).
+    fallback = models.CharField(max_length=10, choices=RoutingFallback.choices, default=RoutingFallback.RULE)
+    # A pending human prediction older than this gets a provisional answer or expires.
+    human_sla_seconds = models.PositiveIntegerField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords(get_user=history_user)
@@ -79,6 +95,9 @@ class ApiClient(models.Model):
     predictors = models.ManyToManyField(Predictor, blank=True, related_name="api_clients")
     # Shared secret for HMAC-signing webhooks; it must be readable to sign, so not hashed.
     webhook_secret = models.CharField(max_length=100)
+    # Hosts this client may name in callback_url (exact names, or "*.example.com").
+    # Empty: the client cannot use webhooks.
+    webhook_hosts = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords(m2m_fields=[predictors], get_user=history_user)
@@ -155,6 +174,11 @@ class Prediction(models.Model):
     request_sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     answered_at = models.DateTimeField(null=True, blank=True)
+    # Set for human-routed predictions when the policy has an SLA; cleared once answered
+    # for good. The SLA sweeper reads it through a partial index.
+    sla_due_at = models.DateTimeField(null=True, blank=True)
+    # SHA-256 of the appeal token (the token itself is derived, never stored).
+    appeal_token_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     history = HistoricalRecords(get_user=history_user)
 
     class Meta:
@@ -166,7 +190,10 @@ class Prediction(models.Model):
                 name="prediction_idempotency_key_unique_per_client",
             )
         ]
-        indexes = [models.Index(fields=["predictor", "status"])]
+        indexes = [
+            models.Index(fields=["predictor", "status"]),
+            models.Index(fields=["sla_due_at"], name="prediction_sla_due_idx", condition=models.Q(sla_due_at__isnull=False)),
+        ]
 
     def __str__(self):
         return f"{self.predictor.slug} {self.id}"
@@ -204,3 +231,21 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event} #{self.pk} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One try at delivering a webhook: when, how long, and what came back."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="webhook_attempt_number_unique")]
+
+    def __str__(self):
+        return f"attempt {self.number} of delivery #{self.delivery_id}"

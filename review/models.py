@@ -8,14 +8,16 @@ from gateway.models import Prediction, Predictor
 
 class TaskKind(models.TextChoices):
     APPEAL = "appeal"
+    ADJUDICATION = "adjudication"
     LOW_CONFIDENCE = "low_confidence"
     ROUTED = "routed"
     QA_SAMPLE = "qa_sample"
 
 
-# Higher is served first (appeal > low_confidence > routed > qa_sample).
+# Higher is served first (appeal > adjudication > low_confidence > routed > qa_sample).
 KIND_PRIORITY = {
     TaskKind.APPEAL: 40,
+    TaskKind.ADJUDICATION: 35,
     TaskKind.LOW_CONFIDENCE: 30,
     TaskKind.ROUTED: 20,
     TaskKind.QA_SAMPLE: 10,
@@ -38,6 +40,16 @@ class ReviewTask(models.Model):
     kind = models.CharField(max_length=20, choices=TaskKind.choices)
     priority = models.PositiveSmallIntegerField()
     reason = models.CharField(max_length=200, help_text="why this task exists")
+    # Consensus: this many reviewers must agree (copied from the predictor at creation).
+    reviews_required = models.PositiveSmallIntegerField(default=1)
+    # The task this one follows up (an adjudication's disputed task, an appeal's original).
+    origin = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="follow_ups")
+    # Who may not take this task (an appeal goes to someone other than the original decider).
+    excluded_reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The answer the task settled on (consensus, adjudication or appeal outcome).
+    final_output = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.OPEN)
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="claimed_tasks"
@@ -76,6 +88,9 @@ class Decision(models.Model):
     seconds_to_decide = models.FloatField(null=True, blank=True)
     history = HistoricalRecords(get_user=history_user)
 
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "reviewer"], name="one_decision_per_reviewer_per_task")]
+
     def __str__(self):
         return f"decision on task #{self.task_id}: {self.output!r}"
 
@@ -85,6 +100,7 @@ class LabelSource(models.TextChoices):
     QA = "qa"
     LOW_CONFIDENCE = "low_confidence"
     APPEAL = "appeal"
+    ADJUDICATION = "adjudication"
     OUTCOME = "outcome"
     IMPORT = "import"
 
@@ -94,6 +110,7 @@ TASK_KIND_LABEL_SOURCE = {
     TaskKind.QA_SAMPLE: LabelSource.QA,
     TaskKind.LOW_CONFIDENCE: LabelSource.LOW_CONFIDENCE,
     TaskKind.APPEAL: LabelSource.APPEAL,
+    TaskKind.ADJUDICATION: LabelSource.ADJUDICATION,
 }
 
 
@@ -127,3 +144,43 @@ class Label(models.Model):
 
     def __str__(self):
         return f"label #{self.pk} {self.predictor.slug} -> {self.target!r}"
+
+
+class AppealStatus(models.TextChoices):
+    OPEN = "open"
+    UPHELD = "upheld"
+    OVERTURNED = "overturned"
+
+
+class Appeal(models.Model):
+    """An end user's challenge to an answer, filed through the prediction's appeal link.
+    It becomes an `appeal` review task for a reviewer other than the original decider."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="appeals")
+    status = models.CharField(max_length=12, choices=AppealStatus.choices, default=AppealStatus.OPEN)
+    reason = models.TextField()
+    requested_output = models.JSONField(null=True, blank=True)
+    # The answer appealed against, as it stood when the appeal was filed.
+    original_output = models.JSONField(null=True, blank=True)
+    original_source = models.CharField(max_length=10, blank=True)
+    original_model_version = models.PositiveIntegerField(null=True, blank=True)
+    task = models.OneToOneField(ReviewTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="appeal")
+    outcome_output = models.JSONField(null=True, blank=True)
+    outcome_note = models.TextField(blank=True, help_text="shown to the person who appealed")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(get_user=history_user)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prediction"], condition=models.Q(status="open"), name="one_open_appeal_per_prediction"
+            )
+        ]
+
+    def __str__(self):
+        return f"appeal #{self.pk} on {self.prediction_id} ({self.status})"
