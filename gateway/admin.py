@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from .admin_readonly import EMPTY, HistoryAdmin, ReadOnlyAdminMixin, json_block, json_inline, search_by_uuid
 from .models import ApiClient, ApiKey, Prediction, Predictor, RoutingPolicy, UserToken, WebhookDelivery
-from .services import ROUTING_REASON_MAX_LENGTH, RoutingInvalid, routing_check, routing_update
+from .services import ROUTING_FIELDS, ROUTING_REASON_MAX_LENGTH, RoutingInvalid, routing_check, routing_update
 
 admin.site.site_header = "Oz administration"
 admin.site.site_title = "Oz admin"
@@ -85,28 +85,30 @@ class RoutingPolicyForm(forms.ModelForm):
 
     class Meta:
         model = RoutingPolicy
-        fields = ("mode",)
+        fields = ROUTING_FIELDS
+
+    def changes(self) -> dict:
+        return {name: self.cleaned_data[name] for name in ROUTING_FIELDS if name in self.cleaned_data}
 
     def clean(self):
         cleaned = super().clean()
-        mode = cleaned.get("mode")
-        if mode:
-            try:
-                routing_check(predictor=self.instance.predictor, changes={"mode": mode}, reason=cleaned.get("reason", ""))
-            except RoutingInvalid as exc:
-                self.add_error(exc.field if exc.field in self.fields else None, exc.message)
+        try:
+            routing_check(predictor=self.instance.predictor, changes=self.changes(), reason=cleaned.get("reason", ""))
+        except RoutingInvalid as exc:
+            for error in exc.errors:
+                self.add_error(error.field if error.field in self.fields else None, error.message)
         return cleaned
 
 
 @admin.register(RoutingPolicy)
 class RoutingPolicyAdmin(HistoryAdmin):
-    """The change form edits `mode`; saving calls `routing_update`, never `save()`."""
+    """The change form edits the flag's fields; saving calls `routing_update`, never `save()`."""
 
     form = RoutingPolicyForm
-    list_display = ("predictor", "mode", "version", "updated_at")
-    list_filter = ("mode",)
+    list_display = ("predictor", "mode", "fallback", "human_sla_seconds", "version", "updated_at")
+    list_filter = ("mode", "fallback")
     list_select_related = ("predictor",)
-    fields = ("predictor", "mode", "reason", "version", "updated_at")
+    fields = ("predictor", *ROUTING_FIELDS, "reason", "version", "updated_at")
     readonly_fields = ("predictor", "version", "updated_at")
 
     def has_add_permission(self, request):
@@ -124,7 +126,7 @@ class RoutingPolicyAdmin(HistoryAdmin):
     def save_model(self, request, obj, form, change):
         routing_update(
             predictor=obj.predictor,
-            changes={"mode": form.cleaned_data["mode"]},
+            changes=form.changes(),
             user=request.user,
             reason=form.cleaned_data.get("reason", ""),
         )

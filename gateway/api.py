@@ -18,7 +18,7 @@ from models_registry.models import ModelVersion, Stage
 from . import serializers as s
 from .auth import touch_key
 from .errors import Conflict, FieldValidationError, problem_response
-from .models import Prediction, PredictionStatus, Predictor, RoutingMode
+from .models import Prediction, PredictionStatus, Predictor
 from .permissions import HasDjangoPerm, IsApiClient, IsApiClientOrHasPerm, is_api_client
 from .presenters import prediction_as_dict
 from .schema import input_validate, output_error
@@ -224,13 +224,7 @@ class RoutingView(APIView):
     def patch(self, request, slug: str):
         predictor = _predictor_or_404(slug)
         body = _require_object(request.data)
-        allowed = {"mode", "reason"}
-        errors = [{"field": name, "message": "unknown field"} for name in body if name not in allowed]
-        if errors:
-            raise FieldValidationError(errors)
         changes = {k: v for k, v in body.items() if k != "reason"}
-        if "mode" in changes and changes["mode"] not in RoutingMode.values:
-            raise FieldValidationError([{"field": "mode", "message": f"must be one of: {', '.join(RoutingMode.values)}"}])
         reason = body.get("reason", "")
         if not isinstance(reason, str):
             raise FieldValidationError([{"field": "reason", "message": "must be a string"}])
@@ -239,7 +233,7 @@ class RoutingView(APIView):
         try:
             policy = routing_update(predictor=predictor, changes=changes, user=request.user, reason=reason)
         except RoutingInvalid as exc:
-            raise FieldValidationError([{"field": exc.field, "message": exc.message}]) from None
+            raise FieldValidationError([e.as_dict() for e in exc.errors]) from None
         return Response(s.RoutingSerializer(policy).data)
 
 

@@ -89,6 +89,8 @@ def _upsert(file: Path, data: dict) -> LoadResult:
         "output_spec": data["output"],
         "rules": data.get("rules", []),
         "sensitive_attribute": data.get("sensitive_attribute") or "",
+        "reviews_required": data.get("reviews_required", 1),
+        "appeal_window_days": data.get("appeal_window_days", 30),
         "definition_sha256": data["_sha256"],
         "source_path": str(file),
     }
@@ -97,7 +99,7 @@ def _upsert(file: Path, data: dict) -> LoadResult:
         predictor = Predictor(slug=data["slug"], **fields)
         predictor._change_reason = change_reason(f"created from {file}")
         predictor.save()
-        RoutingPolicy.objects.create(predictor=predictor, mode=data.get("routing", {}).get("mode", "human"))
+        RoutingPolicy.objects.create(predictor=predictor, **data.get("routing", {}))
         return LoadResult(predictor.slug, str(file), "created", predictor.schema_version)
     schema_changed = (
         predictor.field_order != fields["field_order"]

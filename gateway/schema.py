@@ -15,6 +15,8 @@ from dataclasses import dataclass
 FIELD_TYPES = ("number", "integer", "boolean", "category", "text")
 OUTPUT_TYPES = ("label", "number")
 ROUTING_MODES = ("human", "rule", "model")
+ROUTING_FALLBACKS = ("human", "rule", "none")
+MAX_SLA_SECONDS = 30 * 24 * 3600
 DEFAULT_TEXT_MAX_LENGTH = 10_000
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FIELD_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -29,6 +31,7 @@ _FIELD_KEYS = {
 }
 _TOP_LEVEL_KEYS = {
     "slug", "description", "input", "output", "sensitive_attribute", "routing", "rules",
+    "reviews_required", "appeal_window_days",
 }
 RULE_OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains", "is_null")
 
@@ -335,13 +338,33 @@ def definition_validate(data) -> list[FieldError]:
     if not isinstance(routing, dict):
         errors.append(FieldError("routing", "must be a mapping"))
     else:
-        for key in routing:
-            if key != "mode":
-                errors.append(FieldError(f"routing.{key}", "unknown routing field"))
-        if "mode" in routing and routing["mode"] not in ROUTING_MODES:
-            errors.append(FieldError("routing.mode", f"must be one of: {', '.join(ROUTING_MODES)}"))
-        if routing.get("mode") == "rule" and not data.get("rules"):
-            errors.append(FieldError("routing.mode", "rule mode needs `rules`"))
+        errors.extend(
+            FieldError(f"routing.{e.field}", e.message) for e in routing_errors(routing, has_rules=bool(data.get("rules")))
+        )
+    for key, low, high in (("reviews_required", 1, 10), ("appeal_window_days", 0, 3650)):
+        if key in data and (not _is_integer(data[key]) or not low <= data[key] <= high):
+            errors.append(FieldError(key, f"must be a whole number from {low} to {high}"))
     if "rules" in data:
         _rules_errors(data["rules"], schema, data.get("output"), errors)
+    return errors
+
+
+def routing_errors(changes: dict, *, has_rules: bool) -> list[FieldError]:
+    """Problems with (part of) a routing flag, field by field. Used for the YAML's initial
+    flag and for every later change, so both accept exactly the same values."""
+    errors = []
+    for key, value in changes.items():
+        if key == "mode":
+            if value not in ROUTING_MODES:
+                errors.append(FieldError("mode", f"must be one of: {', '.join(ROUTING_MODES)}"))
+            elif value == "rule" and not has_rules:
+                errors.append(FieldError("mode", "this predictor has no rules to answer with"))
+        elif key == "fallback":
+            if value not in ROUTING_FALLBACKS:
+                errors.append(FieldError("fallback", f"must be one of: {', '.join(ROUTING_FALLBACKS)}"))
+        elif key == "human_sla_seconds":
+            if value is not None and (not _is_integer(value) or not 1 <= value <= MAX_SLA_SECONDS):
+                errors.append(FieldError("human_sla_seconds", f"must be null or a whole number from 1 to {MAX_SLA_SECONDS}"))
+        else:
+            errors.append(FieldError(key, "unknown routing field"))
     return errors

@@ -1,7 +1,7 @@
 """Request and response shapes of the gateway API (also the source of the OpenAPI schema)."""
 from rest_framework import serializers
 
-from .models import RoutingMode
+from .models import RoutingFallback, RoutingMode
 
 
 class PredictRequestSerializer(serializers.Serializer):
@@ -48,11 +48,15 @@ class OutcomeRequestSerializer(serializers.Serializer):
 
 class RoutingRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=RoutingMode.choices, required=False)
+    fallback = serializers.ChoiceField(choices=RoutingFallback.choices, required=False)
+    human_sla_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500, help_text="Why; kept in the audit history.")
 
 
 class RoutingSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=RoutingMode.choices)
+    fallback = serializers.ChoiceField(choices=RoutingFallback.choices)
+    human_sla_seconds = serializers.IntegerField(allow_null=True)
     version = serializers.IntegerField()
     updated_at = serializers.DateTimeField()
 

@@ -27,6 +27,7 @@ from .models import (
 )
 from .routing import Route, route_decide
 from .rules import NoRuleMatched, rules_evaluate
+from .schema import FieldError, routing_errors
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,12 @@ class IdempotencyConflict(Exception):
 
 
 class RoutingInvalid(Exception):
-    def __init__(self, field: str, message: str):
+    """The routing change is refused; `errors` says why, field by field."""
+
+    def __init__(self, field: str, message: str, errors: list | None = None):
         self.field = field
         self.message = message
+        self.errors = errors or [FieldError(field, message)]
         super().__init__(message)
 
 
@@ -146,7 +150,7 @@ def _task_reason(route: Route) -> str:
     }.get(route.reason, route.reason)
 
 
-ROUTING_FIELDS = ("mode",)
+ROUTING_FIELDS = ("mode", "fallback", "human_sla_seconds")
 # The history table's change-reason column is varchar(100).
 ROUTING_REASON_MAX_LENGTH = 100
 
@@ -154,16 +158,11 @@ ROUTING_REASON_MAX_LENGTH = 100
 def routing_check(*, predictor: Predictor, changes: dict, reason: str = "") -> None:
     """Raise RoutingInvalid if `routing_update` would refuse these changes. Writes nothing,
     so forms can show the problem next to the field before anything is saved."""
-    for field in changes:
-        if field not in ROUTING_FIELDS:
-            raise RoutingInvalid(field, "unknown routing field")
-    mode = changes.get("mode")
-    if mode is not None and mode not in RoutingMode.values:
-        raise RoutingInvalid("mode", f"must be one of: {', '.join(RoutingMode.values)}")
-    if mode == RoutingMode.RULE and not predictor.rules:
-        raise RoutingInvalid("mode", "this predictor has no rules to answer with")
+    errors = routing_errors(changes, has_rules=bool(predictor.rules))
     if reason and len(reason) > ROUTING_REASON_MAX_LENGTH:
-        raise RoutingInvalid("reason", f"must be at most {ROUTING_REASON_MAX_LENGTH} characters")
+        errors.append(FieldError("reason", f"must be at most {ROUTING_REASON_MAX_LENGTH} characters"))
+    if errors:
+        raise RoutingInvalid(errors[0].field, errors[0].message, errors)
 
 
 def routing_update(*, predictor: Predictor, changes: dict, user=None, reason: str = "") -> RoutingPolicy:

@@ -81,7 +81,7 @@ def test_operator_changes_routing_through_the_service(loan, otto_client, otto):
     html = page.content.decode()
     assert 'name="mode"' in html and 'name="reason"' in html and 'name="version"' not in html
 
-    response = otto_client.post(url, {"mode": "rule", "reason": "rules match the reviewers now", "_save": "Save"})
+    response = otto_client.post(url, {"fallback": "rule", "human_sla_seconds": "", "mode": "rule", "reason": "rules match the reviewers now", "_save": "Save"})
 
     assert response.status_code == 302
     policy.refresh_from_db()
@@ -91,14 +91,14 @@ def test_operator_changes_routing_through_the_service(loan, otto_client, otto):
         "rule", 2, otto, "rules match the reviewers now",
     )
     # Saving without a change bumps nothing.
-    otto_client.post(url, {"mode": "rule", "reason": "", "_save": "Save"})
+    otto_client.post(url, {"fallback": "rule", "human_sla_seconds": "", "mode": "rule", "reason": "", "_save": "Save"})
     policy.refresh_from_db()
     assert policy.version == 2 and policy.history.count() == 2
 
 
 def test_routing_form_shows_the_service_refusal_as_a_field_error(loan, otto_client):
     url = _admin_url(RoutingPolicy, "change", loan.routing.pk)
-    response = otto_client.post(url, {"mode": "model", "reason": "x" * 101, "_save": "Save"})
+    response = otto_client.post(url, {"fallback": "rule", "human_sla_seconds": "", "mode": "model", "reason": "x" * 101, "_save": "Save"})
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["reason"]
     loan.routing.refresh_from_db()
@@ -110,7 +110,7 @@ def test_history_is_read_only(loan, otto_client):
     url = reverse("admin:gateway_routingpolicy_simple_history", args=[loan.routing.pk, record.history_id])
     assert otto_client.get(url).status_code == 200
     # simple_history's revert form would save the old row directly, skipping routing_update.
-    assert otto_client.post(url, {"mode": "model"}).status_code == 403
+    assert otto_client.post(url, {"fallback": "rule", "human_sla_seconds": "", "mode": "model"}).status_code == 403
     loan.routing.refresh_from_db()
     assert (loan.routing.mode, loan.routing.version) == ("human", 1)
 

@@ -75,7 +75,11 @@ def _rules(rules: list):
         (_set(["input", "sector", "minimum"], 1), "input.sector.minimum"),
         (_set(["input", "has_collateral", "choices"], ["a"]), "input.has_collateral.choices"),
         (_set(["output", "minimum"], 0), "output.minimum"),
-        (_set(["routing", "fallback"], "rule"), "routing.fallback"),
+        (_set(["routing", "fallback"], "model"), "routing.fallback"),
+        (_set(["routing", "human_sla_seconds"], -5), "routing.human_sla_seconds"),
+        (_set(["routing", "canary_percent"], 5), "routing.canary_percent"),
+        (_set(["reviews_required"], 0), "reviews_required"),
+        (_set(["appeal_window_days"], "30"), "appeal_window_days"),
         # slug
         (_delete(["slug"]), "slug"),
         (_set(["slug"], "Loan Approval"), "slug"),
