@@ -41,12 +41,13 @@ def prediction_answer(
         prediction.scores = scores
         prediction.model_version = model_version
         prediction.provisional = provisional
+        prediction.sla_due_at = None
         prediction.answered_at = timezone.now()
         prediction.status = PredictionStatus.ANSWERED if was_pending else PredictionStatus.REVISED
         prediction.save(
             update_fields=[
                 "output", "source", "confidence", "scores", "model_version", "provisional",
-                "answered_at", "status",
+                "answered_at", "status", "sla_due_at",
             ]
         )
         webhook_enqueue(

@@ -1,7 +1,10 @@
 """The one shape of a prediction on the wire (API responses and webhook payloads)."""
 from __future__ import annotations
 
-from .models import Prediction
+from .appeal_tokens import appeal_path
+from .models import Prediction, PredictionStatus
+
+_APPEALABLE = (PredictionStatus.ANSWERED, PredictionStatus.REVISED)
 
 
 def _iso(value):
@@ -23,7 +26,7 @@ def prediction_as_dict(prediction: Prediction, *, explanation=None) -> dict:
         "route": prediction.route,
         "created_at": _iso(prediction.created_at),
         "answered_at": _iso(prediction.answered_at),
-        # End-user appeals arrive with the review-queue work; until then there is no link.
-        "appeal_url": None,
+        # Answers can be appealed by the person they are about; the link is theirs to pass on.
+        "appeal_url": appeal_path(prediction.id) if prediction.status in _APPEALABLE else None,
         "links": {"self": f"/predictions/{prediction.id}"},
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -13,6 +15,7 @@ from review.models import TaskKind
 from review.services import review_task_create
 
 from .answers import webhook_enqueue
+from .appeal_tokens import appeal_token, appeal_token_sha256
 from .keys import key_generate
 from .models import (
     AnswerSource,
@@ -110,7 +113,10 @@ def prediction_create(
                 logger.exception("model v%s of %s failed; routing to reviewers", champion.version, predictor.slug)
                 route = route.diverted(RoutingMode.HUMAN, "model_error")
 
+    prediction_id = uuid.uuid4()
     prediction = Prediction(
+        id=prediction_id,
+        appeal_token_sha256=appeal_token_sha256(appeal_token(prediction_id)),
         predictor=predictor,
         client=client,
         schema_version=predictor.schema_version,
@@ -120,11 +126,15 @@ def prediction_create(
         idempotency_key=idempotency_key or "",
         request_sha256=request_sha256,
     )
+    now = timezone.now()
+    prediction.created_at = now
     if answer:
         prediction.status = PredictionStatus.ANSWERED
-        prediction.created_at = prediction.answered_at = timezone.now()
+        prediction.answered_at = now
         for field, value in answer.items():
             setattr(prediction, field, value)
+    elif policy.human_sla_seconds:
+        prediction.sla_due_at = now + timedelta(seconds=policy.human_sla_seconds)
     try:
         with transaction.atomic():
             prediction.save(force_insert=True)

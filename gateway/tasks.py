@@ -17,3 +17,11 @@ def outbox_sweep() -> dict:
     from .outbox import outbox_resend
 
     return outbox_resend()
+
+
+@shared_task(name="gateway.tasks.sla_sweep", ignore_result=True)
+def sla_sweep() -> dict:
+    """Provisional answers or expiry for human predictions past their SLA (beat)."""
+    from .sla import sla_enforce
+
+    return sla_enforce()

@@ -13,12 +13,16 @@ def labels_current(*, predictor: Predictor):
     return Label.objects.filter(predictor=predictor, superseded_by__isnull=True)
 
 
-def claimable_tasks(*, now=None):
-    """Open tasks, and claimed ones whose lease has run out."""
+def claimable_tasks(*, now=None, reviewer=None):
+    """Open tasks, and claimed ones whose lease has run out; for a given reviewer, without
+    those they already decided or are excluded from."""
     now = now or timezone.now()
-    return ReviewTask.objects.filter(status__in=[TaskStatus.OPEN, TaskStatus.CLAIMED]).filter(
+    tasks = ReviewTask.objects.filter(status__in=[TaskStatus.OPEN, TaskStatus.CLAIMED]).filter(
         Q(status=TaskStatus.OPEN) | Q(lease_expires_at__lt=now)
     )
+    if reviewer is not None:
+        tasks = tasks.exclude(excluded_reviewer=reviewer).exclude(decisions__reviewer=reviewer)
+    return tasks
 
 
 def queue_counts(*, now=None) -> list[dict]:

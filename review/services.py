@@ -1,6 +1,8 @@
-"""The review queue: creating tasks, claiming under a lease, deciding, releasing, and the
-labels decisions produce. The admin pages, the HTTP API and the demo reviewer all call
-these functions; none of them writes review rows directly."""
+"""The review queue: creating tasks, claiming under a lease, deciding (with consensus and
+adjudication), releasing, and the labels decisions produce. The admin pages, the HTTP API
+and the demo reviewer all call these functions; none of them writes review rows directly.
+
+Lock order, everywhere: review task, then prediction, then appeal."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from gateway.answers import prediction_answer
-from gateway.models import AnswerSource, Prediction
+from gateway.models import AnswerSource, Prediction, PredictionStatus
 from gateway.schema import output_error
 
 from .models import (
@@ -39,27 +41,42 @@ def _lease_end(now):
     return now + timedelta(seconds=settings.OZ_REVIEW_LEASE_SECONDS)
 
 
-def review_task_create(*, prediction: Prediction, kind: str = TaskKind.ROUTED, reason: str) -> ReviewTask:
-    """Queue a task for a prediction. Call inside the transaction that wrote the prediction,
-    so neither exists without the other."""
+def review_task_create(
+    *,
+    prediction: Prediction,
+    kind: str = TaskKind.ROUTED,
+    reason: str,
+    origin: ReviewTask | None = None,
+    excluded_reviewer=None,
+) -> ReviewTask:
+    """Queue a task for a prediction. Call inside the transaction that wrote the prediction
+    (or the appeal), so neither exists without the other. Routed, low-confidence and QA
+    tasks need the predictor's `reviews_required` agreeing reviewers; adjudications and
+    appeals are settled by one."""
+    needs_consensus = kind in (TaskKind.ROUTED, TaskKind.LOW_CONFIDENCE, TaskKind.QA_SAMPLE)
     return ReviewTask.objects.create(
         prediction=prediction,
         predictor_id=prediction.predictor_id,
         kind=kind,
         priority=KIND_PRIORITY[kind],
-        reason=reason,
+        reason=reason[:200],
+        reviews_required=prediction.predictor.reviews_required if needs_consensus else 1,
+        origin=origin,
+        excluded_reviewer=excluded_reviewer,
     )
 
 
 def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
-    """Give `reviewer` the highest-priority, oldest claimable task, under a fresh lease.
+    """Give `reviewer` the highest-priority, oldest task they may take, under a fresh lease.
 
     One short transaction; `SELECT … FOR UPDATE SKIP LOCKED` means concurrent reviewers
-    each get a different task and never wait on each other. None when the queue is empty."""
+    each get a different task and never wait on each other. A reviewer never gets a task
+    they already decided (consensus needs different people) or one they are excluded from
+    (an appeal of their own decision). None when nothing is left for them."""
     now = now or timezone.now()
     with transaction.atomic():
         task = (
-            claimable_tasks(now=now)
+            claimable_tasks(now=now, reviewer=reviewer)
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("-priority", "created_at", "id")
             .first()
@@ -86,10 +103,29 @@ def _locked_task_held_by(task_id: int, reviewer, now) -> ReviewTask:
     return task
 
 
+def _back_to_queue(task: ReviewTask, reviewer=None) -> None:
+    task.status = TaskStatus.OPEN
+    task.claimed_by = None
+    task.claimed_at = None
+    task.lease_expires_at = None
+    task._history_user = reviewer
+    task.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
+
+
+def _same_answer(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    return a == b
+
+
 def review_task_decide(*, task_id: int, reviewer, output, note: str = "", now=None) -> Decision:
     """Record `reviewer`'s answer. Only the holder of a live lease may decide; anything else
-    is a TaskConflict and changes nothing. Atomic: the decision, the task's state, the label
-    and the prediction's answer are written together (locks: task, then prediction)."""
+    is a TaskConflict and changes nothing. Atomic: the decision, the task's state, and — when
+    the task is settled — the label and the prediction's answer are written together.
+
+    With consensus (`reviews_required` > 1) the task goes back to the queue for the next
+    reviewer until enough have decided; if they all agree the task is settled with that
+    answer, otherwise an adjudication task is queued and the prediction stays pending."""
     now = now or timezone.now()
     with transaction.atomic():
         task = _locked_task_held_by(task_id, reviewer, now)
@@ -102,34 +138,64 @@ def review_task_decide(*, task_id: int, reviewer, output, note: str = "", now=No
             decision.seconds_to_decide = (now - task.claimed_at).total_seconds()
         decision._history_user = reviewer
         decision.save()
+
+        outputs = list(task.decisions.order_by("id").values_list("output", flat=True))
+        if len(outputs) < task.reviews_required:
+            _back_to_queue(task, reviewer)
+            return decision
         task.status = TaskStatus.DECIDED
         task.decided_at = now
         task._history_user = reviewer
-        task.save(update_fields=["status", "decided_at"])
-        prediction = Prediction.objects.select_for_update().select_related("predictor").get(pk=task.prediction_id)
-        label_record(
-            prediction=prediction,
-            target=output,
-            source=TASK_KIND_LABEL_SOURCE[task.kind],
-            created_by=reviewer,
-            task=task,
-        )
-        prediction._history_user = reviewer
-        prediction_answer(prediction=prediction, output=output, source=AnswerSource.HUMAN)
+        if all(_same_answer(o, outputs[0]) for o in outputs):
+            task.final_output = output
+            task.save(update_fields=["status", "decided_at", "final_output"])
+            _task_settle(task=task, output=output, reviewer=reviewer, note=note or "")
+        else:
+            task.save(update_fields=["status", "decided_at"])
+            review_task_create(
+                prediction=task.prediction,
+                kind=TaskKind.ADJUDICATION,
+                reason=f"{len(outputs)} reviewers disagreed: " + ", ".join(sorted({str(o) for o in outputs})),
+                origin=task,
+            )
     return decision
 
 
+def _task_settle(*, task: ReviewTask, output, reviewer, note: str) -> None:
+    """A task has its answer: store the label and bring the prediction in line with it."""
+    prediction = Prediction.objects.select_for_update().select_related("predictor").get(pk=task.prediction_id)
+    if task.kind == TaskKind.APPEAL:
+        from .appeals import appeal_resolve
+
+        appeal_resolve(task=task, prediction=prediction, output=output, reviewer=reviewer, note=note)
+        return
+    # An adjudication settles its disputed task too, so agreement can be measured against it.
+    if task.kind == TaskKind.ADJUDICATION and task.origin_id:
+        ReviewTask.objects.filter(pk=task.origin_id).update(final_output=output)
+    label_record(
+        prediction=prediction,
+        target=output,
+        source=TASK_KIND_LABEL_SOURCE[task.kind],
+        created_by=reviewer,
+        task=task,
+        supersede=task.kind == TaskKind.ADJUDICATION,
+    )
+    needs_answer = (
+        prediction.status in (PredictionStatus.PENDING, PredictionStatus.EXPIRED)
+        or prediction.provisional
+        or not _same_answer(prediction.output, output)
+    )
+    if needs_answer:
+        prediction._history_user = reviewer
+        prediction_answer(prediction=prediction, output=output, source=AnswerSource.HUMAN)
+
+
 def review_task_release(*, task_id: int, reviewer, now=None) -> ReviewTask:
-    """Give a held task back to the queue at once."""
+    """Give a held task back to the queue at once (skip)."""
     now = now or timezone.now()
     with transaction.atomic():
         task = _locked_task_held_by(task_id, reviewer, now)
-        task.status = TaskStatus.OPEN
-        task.claimed_by = None
-        task.claimed_at = None
-        task.lease_expires_at = None
-        task._history_user = reviewer
-        task.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
+        _back_to_queue(task, reviewer)
     return task
 
 
@@ -143,7 +209,25 @@ def review_task_extend(*, task_id: int, reviewer, now=None) -> ReviewTask:
     return task
 
 
-def label_record(*, prediction: Prediction, target, source: str, created_by=None, task=None, supersede: bool = False) -> Label:
+def review_leases_expire(*, now=None) -> int:
+    """Return tasks whose lease ran out to the queue (Celery beat runs this). Claim-next
+    already treats them as claimable; this makes the queue's state say so too. Skips rows
+    another transaction holds, so it never waits on a reviewer deciding."""
+    now = now or timezone.now()
+    returned = 0
+    with transaction.atomic():
+        expired = ReviewTask.objects.select_for_update(skip_locked=True).filter(
+            status=TaskStatus.CLAIMED, lease_expires_at__lt=now
+        )
+        for task in expired:
+            _back_to_queue(task)
+            returned += 1
+    return returned
+
+
+def label_record(
+    *, prediction: Prediction, target, source: str, created_by=None, task=None, supersede: bool = False
+) -> Label:
     """Store the accepted answer for a prediction's input. With `supersede`, the earlier
     current labels of the same prediction are marked superseded by this one (they stay)."""
     label = Label(
@@ -161,5 +245,6 @@ def label_record(*, prediction: Prediction, target, source: str, created_by=None
     if supersede:
         for old in Label.objects.filter(prediction=prediction, superseded_by__isnull=True).exclude(pk=label.pk):
             old.superseded_by = label
+            old._history_user = created_by
             old.save(update_fields=["superseded_by"])
     return label

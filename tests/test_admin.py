@@ -81,7 +81,8 @@ def test_operator_changes_routing_through_the_service(loan, otto_client, otto):
     html = page.content.decode()
     assert 'name="mode"' in html and 'name="reason"' in html and 'name="version"' not in html
 
-    response = otto_client.post(url, {"fallback": "rule", "human_sla_seconds": "", "mode": "rule", "reason": "rules match the reviewers now", "_save": "Save"})
+    form = {"fallback": "rule", "human_sla_seconds": "", "mode": "rule", "reason": "rules match the reviewers now", "_save": "Save"}
+    response = otto_client.post(url, form)
 
     assert response.status_code == 302
     policy.refresh_from_db()

@@ -165,6 +165,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "gateway.tasks.outbox_sweep",
         "schedule": timedelta(seconds=env.int("OZ_SWEEP_SECONDS", default=60)),
     },
+    "answer-sla-misses": {
+        "task": "gateway.tasks.sla_sweep",
+        "schedule": timedelta(seconds=env.int("OZ_SLA_SWEEP_SECONDS", default=15)),
+    },
+    "return-expired-leases": {
+        "task": "review.tasks.lease_sweep",
+        "schedule": timedelta(seconds=env.int("OZ_LEASE_SWEEP_SECONDS", default=60)),
+    },
 }
 
 # Oz's own knobs.
@@ -177,6 +185,12 @@ OZ_WEBHOOK_ALLOW_PRIVATE = env.bool("OZ_WEBHOOK_ALLOW_PRIVATE", default=False)
 OZ_MIN_TRAINING_LABELS = env.int("OZ_MIN_TRAINING_LABELS", default=20)
 OZ_ARTIFACT_PREFIX = "models"
 OZ_PUBLIC_BASE_URL = env("OZ_PUBLIC_BASE_URL", default="")
+# Secret for deriving appeal links (defaults to SECRET_KEY; set it to rotate them apart).
+OZ_APPEAL_TOKEN_KEY = env("OZ_APPEAL_TOKEN_KEY", default="")
+# Appeals: throttles for the public pages (per token and per client IP).
+OZ_APPEAL_RATE_PER_TOKEN = env("OZ_APPEAL_RATE_PER_TOKEN", default="10/hour")
+OZ_APPEAL_RATE_PER_IP = env("OZ_APPEAL_RATE_PER_IP", default="60/hour")
+
 
 LOGGING = {
     "version": 1,
