@@ -22,6 +22,8 @@ GROUP_PERMISSIONS = {
         "review.view_reviewtask",
         "review.view_decision",
         "review.view_label",
+        "review.view_appeal",
+        "gateway.view_webhookdelivery",
         "models_registry.view_trainingrun",
         "models_registry.add_trainingrun",
         "models_registry.view_modelversion",
