@@ -1,14 +1,22 @@
-"""Signed webhook delivery with exponential backoff.
+"""Signed webhook delivery: per-client host allow-list, no redirects, bounded retries with
+exponential backoff, and a log of every attempt.
 
 Signature: `Oz-Signature: t=<unix>,v1=<hex>` where hex = HMAC-SHA256(secret, "<t>.<body>").
-Receivers recompute it over the raw body and reject old timestamps to stop replays."""
+Receivers recompute it over the raw body and reject old timestamps to stop replays.
+
+A delivery is sent only to a host the prediction's API client registered
+(`ApiClient.webhook_hosts`): checked when /predict accepts the callback_url, and again at
+every attempt, since the list may have changed in between. A 3xx answer is a failed attempt,
+never followed: a redirect could otherwise lead anywhere the client did not register."""
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 import urllib.error
@@ -18,9 +26,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
-from .models import WebhookDelivery
+from .models import ApiClient, WebhookAttempt, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +52,81 @@ def signature_verify(secret: str, body: bytes, header: str, *, tolerance_seconds
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
+# --- where a webhook may go -----------------------------------------------------------------
+
 class DestinationRefused(ValueError):
-    """The callback URL points into a private network and the settings do not allow that."""
+    """The callback URL may not be posted to; no retry can change that."""
+
+
+class HostNotRegistered(DestinationRefused):
+    """The callback URL's host is not on the API client's webhook allow-list."""
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _host_normalise(host: str) -> str:
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 literal as written in a URL
+        host = host[1:-1]
+    return host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def webhook_hosts_clean(hosts) -> list[str]:
+    """Validate and normalise an allow-list: exact host names or IP addresses, or
+    "*.example.com" (any name below example.com, not example.com itself). No schemes,
+    ports or paths. Raises ValueError naming the first bad entry."""
+    if isinstance(hosts, str) or not isinstance(hosts, (list, tuple)):
+        raise ValueError("webhook hosts must be a list of host names")
+    cleaned: list[str] = []
+    for entry in hosts:
+        if not isinstance(entry, str):
+            raise ValueError(f"not a host name: {entry!r}")
+        host = _host_normalise(entry)
+        wildcard = host.startswith("*.")
+        name = host[2:] if wildcard else host
+        if not wildcard and _is_ip(name):
+            ok = True
+        else:
+            labels = name.split(".")
+            # A wildcard needs at least two labels under it ("*.example.com", not "*.com").
+            ok = all(_LABEL.match(label) for label in labels) and (not wildcard or len(labels) >= 2)
+        if not ok:
+            raise ValueError(f"not a host name or '*.domain' pattern: {entry!r}")
+        if host not in cleaned:
+            cleaned.append(host)
+    return cleaned
+
+
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    host = _host_normalise(host)
+    if not host:
+        return False
+    for entry in allowed or []:
+        entry = _host_normalise(entry)
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]):
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def callback_host_check(*, client: ApiClient | None, url: str) -> None:
+    """Raise HostNotRegistered unless `url`'s host is on the client's allow-list. A
+    prediction without a client (made by an operator or a demo) has no allow-list."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    allowed = client.webhook_hosts if client is not None else []
+    if not host_allowed(host, allowed):
+        raise HostNotRegistered(f"host {host!r} is not registered for this API client")
 
 
 def destination_check(url: str) -> None:
@@ -64,29 +146,34 @@ def destination_check(url: str) -> None:
             raise DestinationRefused(f"{host!r} resolves to a non-public address ({address})")
 
 
+# --- sending --------------------------------------------------------------------------------
+
 def backoff_seconds(attempts: int) -> int:
     """10 s, 20 s, 40 s … capped at one hour."""
     return min(10 * 2 ** max(attempts - 1, 0), 3600)
 
 
-def webhook_attempt(*, delivery_id: int) -> WebhookDelivery | None:
-    """Try one delivery. Idempotent: a delivered or failed delivery, or one not yet due, is
-    left alone. A short transaction claims the attempt (moving next_attempt_at past the
-    timeout, so no other worker posts it meanwhile); the HTTP call runs outside it."""
-    with transaction.atomic():
-        delivery = (
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
-            .filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=timezone.now())
-            .first()
-        )
-        if delivery is None:
-            return None
-        delivery.attempts += 1
-        delivery.next_attempt_at = timezone.now() + timedelta(seconds=settings.OZ_WEBHOOK_TIMEOUT_SECONDS + 30)
-        delivery.save(update_fields=["attempts", "next_attempt_at"])
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib then raises HTTPError with the 3xx code."""
 
-    client = delivery.prediction.client
-    secret = client.webhook_secret if client else ""
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_RefuseRedirects)
+
+# Written on the attempt row before the request goes out and replaced by the outcome, so a
+# worker killed mid-request leaves an honest trace.
+INTERRUPTED = "no outcome recorded: the attempt was interrupted"
+
+
+def _post(delivery: WebhookDelivery, client: ApiClient | None) -> tuple[int | None, str, bool]:
+    """POST the delivery once. Returns (status code, error, give up now)."""
+    try:
+        callback_host_check(client=client, url=delivery.url)
+        destination_check(delivery.url)
+    except DestinationRefused as exc:
+        return None, str(exc), True
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
     request = urllib.request.Request(
         delivery.url,
@@ -97,28 +184,112 @@ def webhook_attempt(*, delivery_id: int) -> WebhookDelivery | None:
             "User-Agent": "Oz-Webhooks/1",
             "Oz-Event": delivery.event,
             "Oz-Delivery": str(delivery.pk),
-            "Oz-Signature": signature_header(secret, body),
+            "Oz-Signature": signature_header(client.webhook_secret, body),
         },
     )
     try:
-        destination_check(delivery.url)
-        with urllib.request.urlopen(request, timeout=settings.OZ_WEBHOOK_TIMEOUT_SECONDS) as response:
-            delivery.last_status_code = response.status
+        with _opener.open(request, timeout=settings.OZ_WEBHOOK_TIMEOUT_SECONDS) as response:
+            return response.status, "", False
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if 300 <= exc.code < 400:
+            return exc.code, f"HTTP {exc.code}: redirects are not followed", False
+        return exc.code, f"HTTP {exc.code}", False
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        # No usable HTTP answer: refused, timed out, TLS failure, garbage instead of HTTP.
+        return None, str(exc)[:1000] or exc.__class__.__name__, False
+
+
+def webhook_attempt(*, delivery_id: int) -> WebhookDelivery | None:
+    """Try one delivery and record the try as a WebhookAttempt.
+
+    Idempotent: a delivered or failed delivery, or one not yet due, is left alone (None).
+    A short transaction claims the attempt (moving next_attempt_at past the timeout, so no
+    other worker posts it meanwhile) and writes its log row; the HTTP call runs outside any
+    transaction. A 2xx answer delivers; anything else is retried with backoff until
+    settings.OZ_WEBHOOK_MAX_ATTEMPTS tries, then the delivery is `failed`. A host off the
+    client's allow-list or a private destination fails it at once."""
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update(skip_locked=True)
+            .filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=timezone.now())
+            .first()
+        )
+        if delivery is None:
+            return None
+        started_at = timezone.now()
+        # Numbers run on across redeliveries (the log is kept when the budget is reset).
+        number = (delivery.attempt_log.aggregate(last=Max("number"))["last"] or 0) + 1
+        attempt = WebhookAttempt.objects.create(
+            delivery=delivery, number=number, started_at=started_at, duration_ms=0, error=INTERRUPTED
+        )
+        delivery.attempts += 1
+        delivery.next_attempt_at = started_at + timedelta(seconds=settings.OZ_WEBHOOK_TIMEOUT_SECONDS + 30)
+        delivery.save(update_fields=["attempts", "next_attempt_at"])
+
+    client = ApiClient.objects.filter(predictions__pk=delivery.prediction_id).first()
+    clock = time.monotonic()
+    status_code, error, give_up = _post(delivery, client)
+    attempt.duration_ms = round((time.monotonic() - clock) * 1000)
+    attempt.status_code = status_code
+    attempt.error = error
+
+    delivery.last_status_code = status_code
+    delivery.last_error = error
+    if status_code is not None and 200 <= status_code < 300:
         delivery.status = WebhookDelivery.Status.DELIVERED
         delivery.delivered_at = timezone.now()
-        delivery.last_error = ""
-    except DestinationRefused as exc:
-        delivery.last_error = str(exc)
-        delivery.attempts = settings.OZ_WEBHOOK_MAX_ATTEMPTS  # no retry can fix it
-    except urllib.error.HTTPError as exc:
-        delivery.last_status_code = exc.code
-        delivery.last_error = f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        delivery.last_error = str(exc)[:1000]
-    if delivery.status != WebhookDelivery.Status.DELIVERED:
-        if delivery.attempts >= settings.OZ_WEBHOOK_MAX_ATTEMPTS:
-            delivery.status = WebhookDelivery.Status.FAILED
-        else:
-            delivery.next_attempt_at = timezone.now() + timedelta(seconds=backoff_seconds(delivery.attempts))
-    delivery.save(update_fields=["status", "attempts", "delivered_at", "last_status_code", "last_error", "next_attempt_at"])
+    elif give_up or delivery.attempts >= settings.OZ_WEBHOOK_MAX_ATTEMPTS:
+        delivery.status = WebhookDelivery.Status.FAILED
+    else:
+        delivery.next_attempt_at = timezone.now() + timedelta(seconds=backoff_seconds(delivery.attempts))
+    with transaction.atomic():
+        attempt.save(update_fields=["duration_ms", "status_code", "error"])
+        delivery.save(update_fields=["status", "delivered_at", "last_status_code", "last_error", "next_attempt_at"])
     return delivery
+
+
+# --- redelivery -----------------------------------------------------------------------------
+
+class RedeliveryRefused(Exception):
+    """The delivery cannot be given another round of tries (not failed, or its host is no
+    longer registered)."""
+
+
+def webhook_redeliver(*, delivery: WebhookDelivery, user=None) -> WebhookDelivery:
+    """Give a failed delivery a fresh round of tries: back to `pending`, due now, with the
+    full budget of settings.OZ_WEBHOOK_MAX_ATTEMPTS; the attempt log is kept and its
+    numbering continues. Atomic, under the delivery's row lock, so two concurrent requests
+    redeliver once (the second finds it pending and is refused). The Celery message is sent
+    on commit. Raises RedeliveryRefused. Callers decide who may ask: the owning API client
+    (webhooks API) or a user with gateway.change_webhookdelivery (admin)."""
+    from .messaging import task_send_on_commit
+    from .tasks import webhook_deliver
+
+    with transaction.atomic():
+        locked = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
+        if locked.status != WebhookDelivery.Status.FAILED:
+            raise RedeliveryRefused(f"only a failed delivery can be redelivered; this one is {locked.status}")
+        client = ApiClient.objects.filter(predictions__pk=locked.prediction_id).first()
+        try:
+            callback_host_check(client=client, url=locked.url)
+        except HostNotRegistered as exc:
+            raise RedeliveryRefused(str(exc)) from None
+        locked.status = WebhookDelivery.Status.PENDING
+        locked.attempts = 0
+        locked.next_attempt_at = timezone.now()
+        locked.delivered_at = None
+        locked.save(update_fields=["status", "attempts", "next_attempt_at", "delivered_at"])
+        task_send_on_commit(webhook_deliver, locked.pk)
+    logger.info("webhook delivery #%s redelivered at the request of %s", locked.pk, user or client)
+    return locked
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def webhook_deliveries_of(*, client: ApiClient, status: str | None = None):
+    """A client's deliveries, newest first, with their attempt logs (two queries)."""
+    deliveries = WebhookDelivery.objects.filter(prediction__client=client)
+    if status:
+        deliveries = deliveries.filter(status=status)
+    return deliveries.prefetch_related("attempt_log").order_by("-pk")

@@ -18,8 +18,15 @@ def loan_predictor() -> Predictor:
     return Predictor.objects.select_related("routing").get(slug="loan-approval")
 
 
-def api_client_with_key(name: str = "acme", predictor_slugs: list[str] | None = None):
-    return api_client_create(name=name, predictor_slugs=predictor_slugs)
+# The hosts the tests' callback_urls name: the documentation domain and local receivers.
+TEST_WEBHOOK_HOSTS = ["client.example", "*.client.example", "client.example.com", "127.0.0.1"]
+
+
+def api_client_with_key(
+    name: str = "acme", predictor_slugs: list[str] | None = None, webhook_hosts: list[str] | None = None
+):
+    hosts = TEST_WEBHOOK_HOSTS if webhook_hosts is None else webhook_hosts
+    return api_client_create(name=name, predictor_slugs=predictor_slugs, webhook_hosts=hosts)
 
 
 def reviewer_with_token(username: str = "rita", password: str | None = "pw-rita-123"):

@@ -11,16 +11,26 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name")
         parser.add_argument("--predictors", default="", help="comma-separated slugs; default: all predictors")
+        parser.add_argument(
+            "--webhook-hosts",
+            default="",
+            help="comma-separated hosts its callback_urls may name: exact names or '*.example.com'; "
+            "default: none (no webhooks)",
+        )
 
-    def handle(self, *args, name, predictors, **options):
+    def handle(self, *args, name, predictors, webhook_hosts, **options):
         slugs = [s.strip() for s in predictors.split(",") if s.strip()]
+        hosts = [h.strip() for h in webhook_hosts.split(",") if h.strip()]
         try:
-            client, key = api_client_create(name=name, predictor_slugs=slugs)
+            client, key = api_client_create(name=name, predictor_slugs=slugs, webhook_hosts=hosts)
         except IntegrityError:
             raise CommandError(f"an API client named {name!r} already exists") from None
         except Predictor.DoesNotExist as exc:
             raise CommandError(str(exc)) from None
+        except ValueError as exc:
+            raise CommandError(f"--webhook-hosts: {exc}") from None
         scope = ", ".join(slugs) if slugs else "all predictors"
         self.stdout.write(f"API client {client.name!r} ({scope})")
+        self.stdout.write(f"Webhook hosts: {', '.join(client.webhook_hosts) or 'none (webhooks disabled)'}")
         self.stdout.write(f"API key (store it now, it is not shown again): {key}")
         self.stdout.write(f"Webhook signing secret: {client.webhook_secret}")
