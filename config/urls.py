@@ -1,10 +1,12 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway import api as gateway_api
+from gateway import webhooks_api
 from models_registry import api as registry_api
 from review import api as review_api
+from review import appeal_views, export_api
 
 urlpatterns = [
     path("predict/<slug:slug>", gateway_api.PredictView.as_view(), name="predict"),
@@ -25,6 +27,19 @@ urlpatterns = [
     path("review/tasks/<int:task_id>/decision", review_api.DecisionView.as_view(), name="review-decision"),
     path("review/tasks/<int:task_id>/release", review_api.ReleaseView.as_view(), name="review-release"),
     path("review/tasks/<int:task_id>/extend", review_api.ExtendView.as_view(), name="review-extend"),
+    path("review/stats", review_api.ReviewStatsView.as_view(), name="review-stats"),
+    path("predictors/<slug:slug>/appeals", review_api.AppealStatsView.as_view(), name="predictor-appeals"),
+    path("appeal/<str:token>", appeal_views.AppealView.as_view(), name="appeal"),
+    path("appeal/<str:token>/status", appeal_views.AppealStatusView.as_view(), name="appeal-status"),
+    re_path(r"^appeal(?:/(?P<rest>.*))?$", appeal_views.appeal_not_found),
+    path("predictors/<slug:slug>/dataset", export_api.DatasetView.as_view(), name="predictor-dataset"),
+    path("webhooks/deliveries", webhooks_api.WebhookDeliveryListView.as_view(), name="webhook-deliveries"),
+    path("webhooks/deliveries/<int:delivery_id>", webhooks_api.WebhookDeliveryDetailView.as_view(), name="webhook-delivery"),
+    path(
+        "webhooks/deliveries/<int:delivery_id>/redeliver",
+        webhooks_api.WebhookRedeliverView.as_view(),
+        name="webhook-redeliver",
+    ),
     path("healthz", gateway_api.HealthView.as_view(), name="healthz"),
     path("readyz", gateway_api.ReadyView.as_view(), name="readyz"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),

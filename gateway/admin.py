@@ -6,13 +6,14 @@ services, so their pages are read-only; the routing flag changes only through
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from .admin_readonly import EMPTY, HistoryAdmin, ReadOnlyAdminMixin, json_block, json_inline, search_by_uuid
-from .models import ApiClient, ApiKey, Prediction, Predictor, RoutingPolicy, UserToken, WebhookDelivery
+from .models import ApiClient, ApiKey, Prediction, Predictor, RoutingPolicy, UserToken, WebhookAttempt, WebhookDelivery
 from .services import ROUTING_FIELDS, ROUTING_REASON_MAX_LENGTH, RoutingInvalid, routing_check, routing_update
+from .webhooks import RedeliveryRefused, webhook_redeliver
 
 admin.site.site_header = "Oz administration"
 admin.site.site_title = "Oz admin"
@@ -204,12 +205,17 @@ class ApiClientAdmin(ReadOnlyAdminMixin, HistoryAdmin):
     list_display = ("name", "is_active", "scope_display", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name",)
-    fields = ("name", "is_active", "all_predictors", "predictors", "created_at")
+    fields = ("name", "is_active", "all_predictors", "predictors", "webhook_hosts_display", "created_at")
+    readonly_fields = ("webhook_hosts_display",)
     inlines = [ApiKeyInline]
     history_hidden_fields = ("webhook_secret",)
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("predictors")
+
+    @admin.display(description="webhook hosts")
+    def webhook_hosts_display(self, obj):
+        return ", ".join(obj.webhook_hosts or []) or "none (webhooks disabled)"
 
     @admin.display(description="predictors")
     def scope_display(self, obj):
@@ -252,8 +258,26 @@ class UserTokenAdmin(KeyAdmin):
     readonly_fields = ("prefix_display",)
 
 
+class WebhookAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The attempt log: one row per try, kept across redeliveries."""
+
+    model = WebhookAttempt
+    fields = ("number", "started_at", "duration_ms", "status_code", "error")
+    verbose_name_plural = "attempt log"
+    extra = 0
+    show_change_link = False
+    can_delete = False
+
+    def has_view_permission(self, request, obj=None):
+        # Part of the delivery's record: whoever may view the delivery sees its attempts.
+        return request.user.has_perm("gateway.view_webhookdelivery")
+
+
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Deliveries are written by the webhook service; "Redeliver" gives failed ones a fresh
+    round of tries through `webhook_redeliver` (the same service as the clients' API)."""
+
     list_display = ("id", "event", "prediction_id", "status", "attempts", "last_status_code", "next_attempt_at", "delivered_at")
     list_filter = ("status", "event")
     search_fields = ("prediction__id",)
@@ -264,6 +288,24 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "last_error", "payload_display", "created_at", "delivered_at",
     )
     readonly_fields = ("payload_display",)
+    inlines = [WebhookAttemptInline]
+    actions = ["redeliver"]
+
+    def has_redeliver_permission(self, request):
+        return request.user.has_perm("gateway.change_webhookdelivery")
+
+    @admin.action(permissions=["redeliver"], description="Redeliver (a new round of tries for failed deliveries)")
+    def redeliver(self, request, queryset):
+        done = 0
+        for delivery in queryset.order_by("pk"):
+            try:
+                webhook_redeliver(delivery=delivery, user=request.user)
+            except RedeliveryRefused as exc:
+                self.message_user(request, f"Delivery #{delivery.pk} not redelivered: {exc}.", messages.WARNING)
+                continue
+            done += 1
+        if done:
+            self.message_user(request, f"{done} deliver{'y' if done == 1 else 'ies'} queued for a new round of tries.", messages.SUCCESS)
 
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():

@@ -84,7 +84,8 @@ class PredictView(APIView):
             raise exceptions.PermissionDenied("This API key may not call this predictor.")
         body = _require_object(request.data)
         errors = [{"field": name, "message": "unknown field"} for name in body if name not in PREDICT_FIELDS]
-        envelope = s.PredictRequestSerializer(data=body)
+        # The context's client: callback_url must name one of its registered webhook hosts.
+        envelope = s.PredictRequestSerializer(data=body, context={"client": client})
         if not envelope.is_valid():
             from .errors import flatten_errors
 

@@ -24,6 +24,7 @@ GROUP_PERMISSIONS = {
         "review.view_label",
         "review.view_appeal",
         "gateway.view_webhookdelivery",
+        "gateway.change_webhookdelivery",  # the admin's "Redeliver" action (records stay read-only)
         "models_registry.view_trainingrun",
         "models_registry.add_trainingrun",
         "models_registry.view_modelversion",

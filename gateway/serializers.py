@@ -2,6 +2,7 @@
 from rest_framework import serializers
 
 from .models import RoutingFallback, RoutingMode
+from .webhooks import HostNotRegistered, callback_host_check
 
 
 class PredictRequestSerializer(serializers.Serializer):
@@ -13,6 +14,12 @@ class PredictRequestSerializer(serializers.Serializer):
     def validate_callback_url(self, value):
         if value and not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("must be an http or https URL")
+        client = self.context.get("client")
+        if value and client is not None:
+            try:
+                callback_host_check(client=client, url=value)
+            except HostNotRegistered as exc:
+                raise serializers.ValidationError(str(exc)) from None
         return value
 
 

@@ -194,14 +194,21 @@ def routing_update(*, predictor: Predictor, changes: dict, user=None, reason: st
     return policy
 
 
-def api_client_create(*, name: str, predictor_slugs: list[str] | None = None) -> tuple[ApiClient, str]:
+def api_client_create(
+    *, name: str, predictor_slugs: list[str] | None = None, webhook_hosts: list[str] | None = None
+) -> tuple[ApiClient, str]:
     """Create a client and its first key. Returns (client, plaintext key): the key is shown
-    once; only its hash is kept."""
+    once; only its hash is kept. `webhook_hosts` are the hosts its callback_urls may name
+    (see gateway.webhooks.webhook_hosts_clean; ValueError when one is malformed)."""
     import secrets
 
+    from .webhooks import webhook_hosts_clean
+
+    hosts = webhook_hosts_clean(webhook_hosts or [])
     with transaction.atomic():
         client = ApiClient.objects.create(
-            name=name, all_predictors=not predictor_slugs, webhook_secret=secrets.token_urlsafe(32)
+            name=name, all_predictors=not predictor_slugs, webhook_secret=secrets.token_urlsafe(32),
+            webhook_hosts=hosts,
         )
         if predictor_slugs:
             predictors = list(Predictor.objects.filter(slug__in=predictor_slugs))

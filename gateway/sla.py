@@ -27,6 +27,8 @@ def _provisional_answer(prediction: Prediction) -> dict | None:
             return {"output": output, "source": AnswerSource.RULE}
         except NoRuleMatched:
             pass
+        except Exception:  # an input the current rules cannot read (older schema) must not stop the sweep
+            logger.exception("rules failed on prediction %s during an SLA fallback", prediction.pk)
     from models_registry import serving
 
     champion = serving.champion_get(predictor)

@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 from gateway.admin_readonly import EMPTY, HistoryAdmin, ReadOnlyAdminMixin, json_block, json_inline, search_by_uuid
 
 from .admin_queue import DECIDE_PERMISSION, ReviewQueueAdminMixin
-from .models import Decision, Label, ReviewTask
+from .models import Decision, Label, ReviewTask, TaskStatus
 
 
 class PredictionSearchMixin:
@@ -38,6 +38,10 @@ class ReviewTaskAdmin(ReviewQueueAdminMixin, PredictionSearchMixin, ReadOnlyAdmi
         fields = list(super().get_fields(request, obj))
         if not request.user.has_perm(DECIDE_PERMISSION):
             fields.remove("decision_page")
+        elif obj is not None and obj.status not in (TaskStatus.DECIDED, TaskStatus.CANCELLED):
+            # A reviewer who may still answer this task must not see the others' answers
+            # first (anchoring); the decision page shows what they may see.
+            fields.remove("decisions_display")
         return fields
 
     @admin.display(description="reviewer's page")

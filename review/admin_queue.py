@@ -7,8 +7,6 @@ the service, so the admin and the HTTP API behave the same. Mixed into ReviewTas
 which supplies the admin site, the URLs' names and the page chrome."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -23,7 +21,8 @@ from django.views.decorators.http import require_POST
 from gateway.admin_readonly import EMPTY
 from gateway.models import AnswerSource
 
-from .models import ReviewTask, TaskKind, TaskStatus
+from .models import Appeal, ReviewTask, TaskKind, TaskStatus
+from .presenters import earlier_decisions, input_rows
 from .selectors import queue_counts, tasks_held_by
 from .services import (
     InvalidDecision,
@@ -46,46 +45,6 @@ def _when(moment) -> str:
 # What the decision page shows
 # ---------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class InputRow:
-    name: str
-    value: str
-    description: str = ""
-    missing: bool = False
-    is_text: bool = False
-
-
-def value_display(spec: dict, value) -> str:
-    """One input value as a reviewer reads it: numbers with their unit, yes/no, text whole."""
-    if value is None:
-        return EMPTY
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        text = f"{value:,}"
-        unit = spec.get("unit")
-        return f"{text} {unit}" if unit else text
-    return str(value)
-
-
-def input_rows(schema: dict, data: dict) -> list[InputRow]:
-    """The input as (field, value) rows in schema order; fields the schema declares but the
-    input lacks show as "—"; fields of an older schema version still show, after the rest."""
-    rows = [
-        InputRow(
-            name=name,
-            value=value_display(spec, data.get(name)),
-            description=spec.get("description", ""),
-            missing=data.get(name) is None,
-            is_text=spec.get("type") == "text",
-        )
-        for name, spec in schema.items()
-    ]
-    rows += [InputRow(name=name, value=value_display({}, value), description="not in the current schema")
-             for name, value in data.items() if name not in schema]
-    return rows
-
-
 def answer_display(prediction) -> dict | None:
     """The prediction's current answer: a model's or rule's suggestion, or (for appeals) the
     answer under review. None while nobody has answered."""
@@ -103,11 +62,46 @@ def answer_display(prediction) -> dict | None:
     }
 
 
+SOURCE_WORDS = {AnswerSource.HUMAN: "a reviewer", AnswerSource.RULE: "the rule stub", AnswerSource.MODEL: "the model"}
+
+
+def source_display(source: str, model_version=None) -> str:
+    words = SOURCE_WORDS.get(source, source or EMPTY)
+    return f"{words} (version {model_version})" if source == AnswerSource.MODEL and model_version else words
+
+
+def explanation_rows(explanation) -> list[dict]:
+    """A model's explanation (`[{"feature", "contribution"}, …]`, as API.md shapes it) as
+    rows, strongest first. Empty when there is none or it has another shape."""
+    if not isinstance(explanation, list):
+        return []
+    rows = [
+        {"feature": str(item["feature"]), "contribution": item["contribution"]}
+        for item in explanation
+        if isinstance(item, dict) and "feature" in item and isinstance(item.get("contribution"), (int, float))
+    ]
+    return sorted(rows, key=lambda row: -abs(row["contribution"]))
+
+
+def decisions_shown(task: ReviewTask, reviewer) -> tuple[list, list]:
+    """(this task's decisions, the earlier task's decisions) that `reviewer` may see.
+
+    While a consensus task is still open, other reviewers' answers stay hidden so that
+    nobody anchors on them; a reviewer sees only their own. An adjudication shows the
+    disputed task's decisions (that is what it settles), and an appeal those of the
+    decision appealed against."""
+    own_task = list(task.decisions.select_related("reviewer").order_by("created_at"))
+    if task.status not in (TaskStatus.DECIDED, TaskStatus.CANCELLED):
+        own_task = [d for d in own_task if d.reviewer_id == reviewer.pk]
+    return own_task, earlier_decisions(task)
+
+
 class DecisionForm(forms.Form):
     """The answer field fits the predictor's output spec: one radio button per label, or a
-    number input with the spec's bounds. The service checks the answer again."""
+    number input with the spec's bounds. The service checks the answer again. For an
+    appeal the note is required: it is what the person who appealed reads."""
 
-    def __init__(self, *args, output_spec: dict, **kwargs):
+    def __init__(self, *args, output_spec: dict, note_for_appellant: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if output_spec["type"] == "label":
             self.fields["output"] = forms.ChoiceField(
@@ -123,7 +117,11 @@ class DecisionForm(forms.Form):
                 widget=forms.NumberInput(attrs={"step": "any", "autofocus": True}),
             )
         self.fields["note"] = forms.CharField(
-            label="Note", required=False, max_length=NOTE_MAX_LENGTH,
+            label="Note to the person who appealed" if note_for_appellant else "Note (optional)",
+            required=note_for_appellant,
+            max_length=NOTE_MAX_LENGTH,
+            help_text="They will read it on their appeal page: say why, in plain words." if note_for_appellant else "",
+            error_messages={"required": "Write a note for the person who appealed."},
             widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         )
 
@@ -191,7 +189,7 @@ class ReviewQueueAdminMixin:
         now = timezone.now()
         counts = [
             {**row, "label": TaskKind(row["kind"]).label if row["kind"] in TaskKind.values else row["kind"]}
-            for row in queue_counts(now=now)
+            for row in queue_counts(now=now, reviewer=request.user)
         ]
         held = [
             {"task": task, "url": self._url("decide", task.pk)}
@@ -210,9 +208,16 @@ class ReviewQueueAdminMixin:
 
     def decide_view(self, request, task_id: int):
         self._require_reviewer(request)
-        task = get_object_or_404(ReviewTask.objects.select_related("prediction", "predictor", "claimed_by"), pk=task_id)
+        task = get_object_or_404(
+            ReviewTask.objects.select_related("prediction", "predictor", "claimed_by", "origin"), pk=task_id
+        )
         output_spec = task.predictor.output_spec
-        form = DecisionForm(request.POST if request.method == "POST" else None, output_spec=output_spec)
+        appeal = Appeal.objects.filter(task=task).first() if task.kind == TaskKind.APPEAL else None
+        form = DecisionForm(
+            request.POST if request.method == "POST" else None,
+            output_spec=output_spec,
+            note_for_appellant=appeal is not None,
+        )
         if request.method == "POST":
             if form.is_valid():
                 try:
@@ -232,6 +237,10 @@ class ReviewQueueAdminMixin:
             return HttpResponseRedirect(request.path)
 
         now = timezone.now()
+        decisions, earlier = decisions_shown(task, request.user)
+        answer = answer_display(task.prediction)
+        if appeal is not None and answer is not None and not answer["is_suggestion"]:
+            answer = None  # a person's answer: the appeal block shows it, with who gave it
         holds = (
             task.status == TaskStatus.CLAIMED
             and task.claimed_by_id == request.user.pk
@@ -243,13 +252,18 @@ class ReviewQueueAdminMixin:
             "prediction": task.prediction,
             "predictor": task.predictor,
             "rows": input_rows(task.predictor.schema, task.prediction.input or {}),
-            "answer": answer_display(task.prediction),
+            "answer": answer,
             "holds": holds,
             "state": self._state(task, request.user, now),
             "form": form if holds else None,
             "is_label": output_spec["type"] == "label",
             "output_unit": output_spec.get("unit", ""),
-            "decisions": list(task.decisions.select_related("reviewer").order_by("created_at")),
+            "decisions": decisions,
+            "earlier_decisions": earlier,
+            "appeal": appeal,
+            "appeal_source": source_display(appeal.original_source, appeal.original_model_version) if appeal else "",
+            # No prediction stores an explanation yet; the slot shows one as soon as it does.
+            "explanation": explanation_rows(getattr(task.prediction, "explanation", None)),
             "schema_changed": task.prediction.schema_version != task.predictor.schema_version,
             "decide_url": self._url("decide", task.pk),
             "release_url": self._url("release", task.pk),

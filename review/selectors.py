@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from gateway.models import Predictor
 
-from .models import Label, ReviewTask, TaskStatus
+from .models import Appeal, AppealStatus, Label, ReviewTask, TaskKind, TaskStatus
 
 
 def labels_current(*, predictor: Predictor):
@@ -22,13 +22,20 @@ def claimable_tasks(*, now=None, reviewer=None):
     )
     if reviewer is not None:
         tasks = tasks.exclude(excluded_reviewer=reviewer).exclude(decisions__reviewer=reviewer)
+        # An appeal goes to someone other than whoever made the decision appealed: all of
+        # them when several reviewers agreed on it (excluded_reviewer names only the last).
+        tasks = tasks.exclude(kind=TaskKind.APPEAL, origin__decisions__reviewer=reviewer)
     return tasks
 
 
-def queue_counts(*, now=None) -> list[dict]:
-    """Claimable tasks by kind (highest priority first), for the queue page."""
+def queue_counts(*, now=None, reviewer=None) -> list[dict]:
+    """Claimable tasks by kind (highest priority first), for the queue page; with a
+    reviewer, only those they may take (not an appeal of their own decision)."""
     return list(
-        claimable_tasks(now=now).values("kind", "priority").annotate(count=Count("id")).order_by("-priority", "kind")
+        claimable_tasks(now=now, reviewer=reviewer)
+        .values("kind", "priority")
+        .annotate(count=Count("id"))
+        .order_by("-priority", "kind")
     )
 
 
@@ -39,3 +46,12 @@ def tasks_held_by(*, reviewer, now=None):
         .select_related("predictor", "prediction")
         .order_by("lease_expires_at")
     )
+
+
+def appeal_latest(*, prediction):
+    """The prediction's most recent appeal (the one its appeal page reports), or None."""
+    return Appeal.objects.filter(prediction=prediction).order_by("-created_at", "-id").first()
+
+
+def appeals_open_count(*, predictor: Predictor) -> int:
+    return Appeal.objects.filter(prediction__predictor=predictor, status=AppealStatus.OPEN).count()

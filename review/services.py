@@ -163,15 +163,20 @@ def review_task_decide(*, task_id: int, reviewer, output, note: str = "", now=No
 
 def _task_settle(*, task: ReviewTask, output, reviewer, note: str) -> None:
     """A task has its answer: store the label and bring the prediction in line with it."""
+    # An adjudication settles its disputed task too, so agreement can be measured against it.
+    # Saved (not .update()) so the task's history shows it; locked before the prediction,
+    # in the module's lock order.
+    if task.kind == TaskKind.ADJUDICATION and task.origin_id:
+        origin = ReviewTask.objects.select_for_update().get(pk=task.origin_id)
+        origin.final_output = output
+        origin._history_user = reviewer
+        origin.save(update_fields=["final_output"])
     prediction = Prediction.objects.select_for_update().select_related("predictor").get(pk=task.prediction_id)
     if task.kind == TaskKind.APPEAL:
         from .appeals import appeal_resolve
 
         appeal_resolve(task=task, prediction=prediction, output=output, reviewer=reviewer, note=note)
         return
-    # An adjudication settles its disputed task too, so agreement can be measured against it.
-    if task.kind == TaskKind.ADJUDICATION and task.origin_id:
-        ReviewTask.objects.filter(pk=task.origin_id).update(final_output=output)
     label_record(
         prediction=prediction,
         target=output,

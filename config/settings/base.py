@@ -135,6 +135,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Fields named `status` carry different choice sets; give each its own name (values
+    # as the serializers list them: gateway.models.PredictionStatus, review.models.AppealStatus).
+    "ENUM_NAME_OVERRIDES": {
+        "PredictionStatusEnum": ["pending", "answered", "revised", "expired"],
+        "AppealStatusEnum": ["open", "upheld", "overturned"],
+    },
 }
 
 # Celery: Redis in production and tests, eager (in-process) when no broker is configured.

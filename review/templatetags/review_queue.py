@@ -18,7 +18,7 @@ def review_queue_box(context):
     now = timezone.now()
     return {
         "show": True,
-        "waiting": claimable_tasks(now=now).count(),
+        "waiting": claimable_tasks(now=now, reviewer=user).count(),
         "held": tasks_held_by(reviewer=user, now=now).count(),
         "url": reverse("admin:review_reviewtask_queue"),
     }

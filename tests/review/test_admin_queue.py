@@ -47,17 +47,6 @@ def _csrf(response) -> str:
     return match.group(1)
 
 
-@pytest.fixture
-def rita(reviewer):
-    return reviewer[0]
-
-
-@pytest.fixture
-def rita_client(client, rita):
-    client.force_login(rita)
-    return client
-
-
 def test_queue_page_shows_claimable_counts_by_kind(loan, rita_client):
     predictions = [_pending(loan) for _ in range(3)]
     for prediction in predictions[:2]:
