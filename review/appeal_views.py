@@ -35,8 +35,15 @@ from gateway.models import AnswerSource, Prediction, PredictionStatus
 from gateway.parsers import JSONParser
 from gateway.throttling import AppealIpThrottle, AppealTokenThrottle, ClientRateThrottle
 
-from .appeals import REASON_MAX_LENGTH, AppealRefused, appeal_deadline, appeal_file, prediction_for_token
-from .models import Appeal, AppealStatus
+from .appeals import (
+    REASON_MAX_LENGTH,
+    AppealRefused,
+    appeal_deadline,
+    appeal_file,
+    appeal_refusal,
+    prediction_for_token,
+)
+from .models import AppealStatus
 from .presenters import _iso, appeal_as_dict, appeal_status_as_dict, input_rows, value_display
 from .selectors import appeal_latest
 
@@ -117,20 +124,25 @@ def _status_url(token: str) -> str:
     return reverse("appeal-status", args=[token])
 
 
-def why_no_appeal(prediction: Prediction, latest: Appeal | None, now=None) -> str:
-    """Why the page offers no form, in the person's words ("" when it does). For display
-    only: appeal_file decides again, and its refusal is what a post gets."""
-    now = now or timezone.now()
-    if prediction.status == PredictionStatus.EXPIRED:
-        return "Your application could not be answered in time, so there is no decision to appeal."
-    if prediction.status not in (PredictionStatus.ANSWERED, PredictionStatus.REVISED):
-        return "There is no decision to appeal yet. Come back to this page once there is one."
-    if latest is not None and latest.status == AppealStatus.OPEN:
-        return "Your appeal is being looked at. You can appeal again once it has been decided."
-    deadline = appeal_deadline(prediction)
-    if deadline is not None and now > deadline:
+def why_no_appeal(prediction: Prediction, now=None) -> str:
+    """Why the page offers no form, in the person's words ("" when it does). The rule is
+    appeal_refusal's, shared with appeal_file; only the wording is the page's."""
+    refusal = appeal_refusal(prediction, now=now)
+    if refusal is None:
+        return ""
+    if refusal.code == "closed":
+        deadline = appeal_deadline(prediction)
         return f"The time to appeal ended on {date_format(timezone.localtime(deadline), 'j M Y')}."
-    return ""
+    return PAGE_WORDS[refusal.code]
+
+
+PAGE_WORDS = {
+    "expired": "Your application could not be answered in time, so there is no decision to appeal.",
+    "unanswered": "There is no decision to appeal yet. Come back to this page once there is one.",
+    "provisional": "This is a provisional answer: a person is still looking at your application. "
+    "Come back to this page once they have decided; you can appeal then.",
+    "open": "Your appeal is being looked at. You can appeal again once it has been decided.",
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,7 +219,7 @@ def _page(request, prediction: Prediction, token: str, *, form: AppealForm | Non
     predictor = prediction.predictor
     output_spec = predictor.output_spec
     latest = appeal_latest(prediction=prediction)
-    blocker = why_no_appeal(prediction, latest)
+    blocker = why_no_appeal(prediction)
     if not blocker and form is None:
         form = AppealForm(output_spec=output_spec)
     elif blocker:
@@ -359,7 +371,7 @@ HTML_PAGE = OpenApiResponse(OpenApiTypes.STR, description="The page, for a brows
 
 def appeal_page_as_dict(prediction: Prediction, token: str) -> dict:
     latest = appeal_latest(prediction=prediction)
-    why_not = why_no_appeal(prediction, latest)
+    why_not = why_no_appeal(prediction)
     return {
         "predictor": prediction.predictor.slug,
         "description": prediction.predictor.description,

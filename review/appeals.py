@@ -3,6 +3,7 @@ reviewer other than the original decider has looked again."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
@@ -44,6 +45,38 @@ def appeal_deadline(prediction: Prediction):
     return prediction.answered_at + timedelta(days=prediction.predictor.appeal_window_days)
 
 
+class Refusal(NamedTuple):
+    code: str  # expired, unanswered, provisional, open, closed
+    message: str
+
+
+def appeal_refusal(prediction: Prediction, *, now=None) -> Refusal | None:
+    """Why this prediction's decision cannot be appealed now (None when it can). The one
+    rule behind both the appeal page (which shows no form) and appeal_file (which refuses).
+    A provisional answer is not appealable: a reviewer is still deciding, and their answer
+    would otherwise land on top of the appeal's outcome."""
+    now = now or timezone.now()
+    if prediction.status == PredictionStatus.EXPIRED:
+        return Refusal("expired", "the prediction could not be answered in time, so there is no decision to appeal")
+    if prediction.status not in (PredictionStatus.ANSWERED, PredictionStatus.REVISED):
+        return Refusal("unanswered", "there is no decision to appeal yet")
+    if prediction.provisional:
+        return Refusal("provisional", "this answer is provisional: a reviewer is still deciding; appeal once they have")
+    if Appeal.objects.filter(prediction=prediction, status=AppealStatus.OPEN).exists():
+        return Refusal("open", "an appeal of this decision is already open")
+    deadline = appeal_deadline(prediction)
+    if deadline is not None and now > deadline:
+        return Refusal("closed", f"the appeal window closed on {deadline:%Y-%m-%d}")
+    return None
+
+
+def appeal_settled_after(prediction: Prediction, moment) -> bool:
+    """Has an appeal of this prediction been decided since `moment`? An appeal outcome is
+    the last word: settling an older task (a late QA sample or adjudication) must not
+    override it."""
+    return Appeal.objects.filter(prediction=prediction, decided_at__gt=moment).exists()
+
+
 def appeal_file(*, prediction: Prediction, reason, requested_output=None, now=None) -> Appeal:
     """File an appeal. Refused (AppealRefused) when the prediction has no answer yet, the
     window has closed, an appeal is already open, or the input is invalid. Atomic: the
@@ -60,11 +93,9 @@ def appeal_file(*, prediction: Prediction, reason, requested_output=None, now=No
             raise AppealRefused(problem, field="requested_output")
     else:
         requested_output = None
-    if prediction.status not in (PredictionStatus.ANSWERED, PredictionStatus.REVISED):
-        raise AppealRefused("there is no decision to appeal yet", status=409)
-    deadline = appeal_deadline(prediction)
-    if deadline is not None and now > deadline:
-        raise AppealRefused(f"the appeal window closed on {deadline:%Y-%m-%d}", status=409)
+    refusal = appeal_refusal(prediction, now=now)
+    if refusal:
+        raise AppealRefused(refusal.message, status=409)
 
     last_decision = (
         Decision.objects.filter(task__prediction=prediction).select_related("task").order_by("-created_at").first()
@@ -114,7 +145,9 @@ def appeal_resolve(*, task: ReviewTask, prediction: Prediction, output, reviewer
     label_record(
         prediction=prediction, target=output, source=LabelSource.APPEAL, created_by=reviewer, task=task, supersede=True
     )
-    if overturned:
+    # Compared with the current answer, not the original: an older task may have changed
+    # it while the appeal was open, and the appeal's outcome is what must stand.
+    if not _same_answer(prediction.output, output) or prediction.provisional:
         prediction._history_user = reviewer
         prediction_answer(prediction=prediction, output=output, source=AnswerSource.HUMAN)
     return appeal

@@ -20,6 +20,7 @@ from .models import (
     TASK_KIND_LABEL_SOURCE,
     Decision,
     Label,
+    LabelSource,
     ReviewTask,
     TaskKind,
     TaskStatus,
@@ -177,14 +178,28 @@ def _task_settle(*, task: ReviewTask, output, reviewer, note: str) -> None:
 
         appeal_resolve(task=task, prediction=prediction, output=output, reviewer=reviewer, note=note)
         return
-    label_record(
+    from .appeals import appeal_settled_after
+
+    # An appeal decided after this task was queued is the last word: this task's label is
+    # kept (agreement figures need it) but superseded by the appeal's, and the answer stays.
+    overruled = appeal_settled_after(prediction, task.created_at)
+    label = label_record(
         prediction=prediction,
         target=output,
         source=TASK_KIND_LABEL_SOURCE[task.kind],
         created_by=reviewer,
         task=task,
-        supersede=task.kind == TaskKind.ADJUDICATION,
+        supersede=task.kind == TaskKind.ADJUDICATION and not overruled,
     )
+    if overruled:
+        label.superseded_by = (
+            Label.objects.filter(prediction=prediction, source=LabelSource.APPEAL, superseded_by__isnull=True)
+            .order_by("-id")
+            .first()
+        )
+        label._history_user = reviewer
+        label.save(update_fields=["superseded_by"])
+        return
     needs_answer = (
         prediction.status in (PredictionStatus.PENDING, PredictionStatus.EXPIRED)
         or prediction.provisional

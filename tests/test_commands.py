@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 
 from gateway.models import Prediction, RoutingPolicy
 from models_registry.models import ModelVersion
-from review.models import Label
+from review.models import Label, ReviewTask
 from tests import factories
 
 
@@ -62,6 +62,18 @@ def test_demo_traffic_with_simulated_reviewer_produces_labels(loan):
     assert Prediction.objects.filter(predictor=loan, status="answered", source="human").count() == 25
     assert Label.objects.filter(predictor=loan, source="review").count() == 25
     assert set(Label.objects.values_list("target", flat=True)) <= {"approve", "refer"}
+
+
+@pytest.mark.django_db
+def test_demo_traffic_with_consensus_plays_a_panel_that_settles_every_task(loan):
+    loan.reviews_required = 2
+    loan.save(update_fields=["reviews_required"])
+    out = _run("demo_traffic", "loan-approval", "--n", "20", "--simulate-reviewer", "--seed", "4", "--mistake-rate", "0.3")
+    assert "3 simulated reviewers" in out
+    # Every prediction is answered: agreements settle at once, disagreements via adjudication.
+    assert Prediction.objects.filter(predictor=loan, status="answered", source="human").count() == 20
+    assert not ReviewTask.objects.exclude(status="decided").exists()
+    assert ReviewTask.objects.filter(kind="adjudication").exists()  # 30% mistakes make some disputes
 
 
 @pytest.mark.django_db(transaction=True)

@@ -122,6 +122,10 @@ REST_FRAMEWORK = {
         "anon": env("OZ_THROTTLE_ANON", default="60/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # How many reverse proxies in front of Oz append to X-Forwarded-For. 0 trusts only the
+    # socket's address, so a client cannot dodge the per-address throttles with a made-up
+    # header; behind one proxy (nginx, a load balancer) set OZ_NUM_PROXIES=1.
+    "NUM_PROXIES": env.int("OZ_NUM_PROXIES", default=0),
 }
 
 SPECTACULAR_SETTINGS = {

@@ -473,6 +473,17 @@ def test_filing_is_throttled_per_address(loan, settings):
     assert _file_json(_path(predictions[2]), {"reason": "x"}, REMOTE_ADDR="198.51.100.2").status_code == 201
 
 
+def test_a_made_up_forwarded_for_header_does_not_dodge_the_address_throttle(loan, settings):
+    settings.OZ_APPEAL_RATE_PER_TOKEN = "100/min"
+    settings.OZ_APPEAL_RATE_PER_IP = "2/min"
+    predictions = [_rule_answered(loan, amount=2000 + i) for i in range(3)]
+    for i, prediction in enumerate(predictions[:2]):
+        response = _file_json(_path(prediction), {"reason": "x"}, REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR=f"10.9.9.{i}")
+        assert response.status_code == 201
+    forged = _file_json(_path(predictions[2]), {"reason": "x"}, REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="10.9.9.77")
+    problem_body(forged, 429)
+
+
 # ---------------------------------------------------------------------------------------
 # Operators' statistics, and the schema
 # ---------------------------------------------------------------------------------------

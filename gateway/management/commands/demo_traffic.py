@@ -37,7 +37,15 @@ class Command(BaseCommand):
         rng = random.Random(seed)
         world = SyntheticPredictor(predictor.schema, predictor.output_spec)
         client = ApiClient.objects.filter(name=DEMO_CLIENT).first() or api_client_create(name=DEMO_CLIENT)[0]
-        reviewer = person_create(username=DEMO_REVIEWER, group=REVIEWERS)[0] if simulate_reviewer else None
+        # Consensus needs that many different people, and an adjudication one more.
+        panel = (
+            [
+                person_create(username=DEMO_REVIEWER if i == 0 else f"{DEMO_REVIEWER}-{i + 1}", group=REVIEWERS)[0]
+                for i in range(predictor.reviews_required + (1 if predictor.reviews_required > 1 else 0))
+            ]
+            if simulate_reviewer
+            else []
+        )
         started = time.monotonic()
         correct = answered_now = 0
         for _ in range(n):
@@ -51,14 +59,20 @@ class Command(BaseCommand):
                 answered_now += 1
                 correct += prediction.output == world.truth(clean)
         decided = 0
-        if reviewer is not None:
-            while (task := review_task_claim_next(reviewer=reviewer)) is not None:
-                prediction = task.prediction
-                answer = world.truth(prediction.input)
-                if mistake_rate and rng.random() < mistake_rate and predictor.output_spec["type"] == "label":
-                    answer = rng.choice([x for x in predictor.output_spec["labels"] if x != answer])
-                review_task_decide(task_id=task.pk, reviewer=reviewer, output=answer, note="simulated reviewer")
-                decided += 1
+        turn = idle = 0
+        while panel and idle < len(panel):  # round robin until nobody on the panel finds work
+            reviewer = panel[turn % len(panel)]
+            turn += 1
+            task = review_task_claim_next(reviewer=reviewer)
+            if task is None:
+                idle += 1
+                continue
+            idle = 0
+            answer = world.truth(task.prediction.input)
+            if mistake_rate and rng.random() < mistake_rate and predictor.output_spec["type"] == "label":
+                answer = rng.choice([x for x in predictor.output_spec["labels"] if x != answer])
+            review_task_decide(task_id=task.pk, reviewer=reviewer, output=answer, note="simulated reviewer")
+            decided += 1
         by_source = dict(
             Prediction.objects.filter(predictor=predictor).values_list("source").annotate(c=Count("id")).order_by()
         )
@@ -67,8 +81,9 @@ class Command(BaseCommand):
         if answered_now:
             self.stdout.write(f"  answered at once: {answered_now}, agreeing with the hidden truth: "
                               f"{correct}/{answered_now} ({correct / answered_now:.0%})")
-        if reviewer is not None:
-            self.stdout.write(f"  simulated reviewer decided {decided} tasks")
+        if panel:
+            who = "simulated reviewer" if len(panel) == 1 else f"{len(panel)} simulated reviewers"
+            self.stdout.write(f"  {who} decided {decided} tasks")
         self.stdout.write(f"  predictions so far by source: { {k or 'pending': v for k, v in by_source.items()} }")
         self.stdout.write(f"next: manage.py train {slug} --wait, then promote {slug} <version>, "
                           f"then set_routing {slug} --mode model")
