@@ -91,6 +91,9 @@ def _upsert(file: Path, data: dict) -> LoadResult:
         "sensitive_attribute": data.get("sensitive_attribute") or "",
         "reviews_required": data.get("reviews_required", 1),
         "appeal_window_days": data.get("appeal_window_days", 30),
+        "training": data.get("training", {}),
+        "gates": data.get("gates", {}),
+        "auto_promote": data.get("auto_promote", False),
         "definition_sha256": data["_sha256"],
         "source_path": str(file),
     }

@@ -24,6 +24,13 @@ class Predictor(models.Model):
     reviews_required = models.PositiveSmallIntegerField(default=1)
     # End users may appeal an answer for this many days after it was given.
     appeal_window_days = models.PositiveIntegerField(default=30)
+    # How models are trained for this predictor (YAML `training:`): estimator from the
+    # allow-list, hyperparameters, optional grid, split, retrain_after_labels.
+    training = models.JSONField(default=dict, blank=True)
+    # Promotion gates (YAML `gates:`); each result is stored with the model version.
+    gates = models.JSONField(default=dict, blank=True)
+    # Promote a candidate that passes every gate without waiting for an operator.
+    auto_promote = models.BooleanField(default=False)
     # Bumped whenever input_schema or output_spec changes; predictions record it.
     schema_version = models.PositiveIntegerField(default=1)
     definition_sha256 = models.CharField(max_length=64, blank=True)
@@ -75,6 +82,18 @@ class RoutingPolicy(models.Model):
     fallback = models.CharField(max_length=10, choices=RoutingFallback.choices, default=RoutingFallback.RULE)
     # A pending human prediction older than this gets a provisional answer or expires.
     human_sla_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # Classification: a model answer less confident than this goes to the fallback (and,
+    # with fallback human, to a `low_confidence` review task showing the model's suggestion).
+    confidence_threshold = models.FloatField(null=True, blank=True)
+    # Share of traffic (0-100) the model answers while `mode` is human or rule; chosen
+    # deterministically from the request key, so a retried request takes the same route.
+    canary_percent = models.FloatField(default=0)
+    # Run the champion/challenger beside whoever answers; store, never return.
+    shadow = models.BooleanField(default=False)
+    # Share (0-100) of rule and model answers that also go to review as `qa_sample` tasks.
+    qa_sample_percent = models.FloatField(default=0)
+    # When more human tasks than this are open, human-routed traffic goes to the fallback.
+    max_queue_depth = models.PositiveIntegerField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords(get_user=history_user)

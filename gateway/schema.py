@@ -31,7 +31,7 @@ _FIELD_KEYS = {
 }
 _TOP_LEVEL_KEYS = {
     "slug", "description", "input", "output", "sensitive_attribute", "routing", "rules",
-    "reviews_required", "appeal_window_days",
+    "reviews_required", "appeal_window_days", "training", "gates", "auto_promote",
 }
 RULE_OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains", "is_null")
 
@@ -346,6 +346,9 @@ def definition_validate(data) -> list[FieldError]:
             errors.append(FieldError(key, f"must be a whole number from {low} to {high}"))
     if "rules" in data:
         _rules_errors(data["rules"], schema, data.get("output"), errors)
+    from models_registry.config import definition_errors as training_errors  # the registry owns these blocks
+
+    errors.extend(training_errors(data))
     return errors
 
 

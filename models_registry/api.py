@@ -102,13 +102,17 @@ class PromoteView(APIView):
             errors.append({"field": "reason", "message": "must be a string"})
         if "force" in body and not isinstance(body["force"], bool):
             errors.append({"field": "force", "message": "must be true or false"})
+        if body.get("force") is True and not (isinstance(body.get("reason"), str) and body["reason"].strip()):
+            errors.append({"field": "reason", "message": "required when forcing a promotion past its gates"})
         if errors:
             raise FieldValidationError(errors)
         target = ModelVersion.objects.filter(predictor=predictor, version=version).first()
         if target is None:
             raise exceptions.NotFound(f"{slug} has no model version {version}.")
         try:
-            target = model_version_promote(version=target, user=request.user, reason=body.get("reason", ""))
+            target = model_version_promote(
+                version=target, user=request.user, reason=body.get("reason", ""), force=body.get("force", False)
+            )
         except PromotionRefused as exc:
             raise Conflict(str(exc)) from None
         target = ModelVersion.objects.select_related("predictor").get(pk=target.pk)

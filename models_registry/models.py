@@ -32,7 +32,17 @@ class TrainingRun(models.Model):
     # The exact label set: ids, their hash, counts per class, schema version.
     dataset = models.JSONField(default=dict, blank=True)
     environment = models.JSONField(default=dict, blank=True, help_text="code and library versions")
+    # The champion of the time, scored on this run's holdout so the two compare like for like.
+    champion_metrics = models.JSONField(default=dict, blank=True)
+    # Per group of the predictor's sensitive attribute (fairlearn MetricFrame) and the gaps.
+    fairness = models.JSONField(default=dict, blank=True)
+    logs = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # Where it runs and a heartbeat while it does: a run whose worker died (SIGKILL, OOM)
+    # stops beating and the sweeper marks it failed, freeing the predictor for the next run.
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -69,7 +79,16 @@ class ModelVersion(models.Model):
     schema_version = models.PositiveIntegerField()
     artifact = models.FileField(upload_to="models/", max_length=500)
     artifact_sha256 = models.CharField(max_length=64)
+    # The ONNX export of the same pipeline, served with onnxruntime when it converts and
+    # agrees with the skops pipeline on the holdout; otherwise the skops artifact is served.
+    onnx_artifact = models.FileField(upload_to="models/", max_length=500, blank=True)
+    onnx_sha256 = models.CharField(max_length=64, blank=True)
+    serving_format = models.CharField(max_length=10, choices=[("onnx", "ONNX"), ("skops", "skops")], default="skops")
     metrics = models.JSONField(default=dict, blank=True)
+    # [{"gate", "passed", "value", "threshold", "detail"}], evaluated at training time and
+    # again when shadow traffic accumulates; gates_passed is None while a gate is pending.
+    gates = models.JSONField(default=list, blank=True)
+    gates_passed = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
     stage_reason = models.TextField(blank=True, help_text="why the stage last changed")
@@ -87,3 +106,27 @@ class ModelVersion(models.Model):
 
     def __str__(self):
         return f"{self.predictor.slug} v{self.version} ({self.stage})"
+
+
+class ShadowPrediction(models.Model):
+    """What a model that did not answer would have said: run beside the real answerer when
+    the routing flag asks for shadow traffic, stored and never returned. Compared with the
+    human decision on the same prediction, it is the evidence for the agreement gate."""
+
+    prediction = models.ForeignKey("gateway.Prediction", on_delete=models.CASCADE, related_name="shadow_predictions")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="shadow_predictions")
+    output = models.JSONField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    scores = models.JSONField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["prediction", "model_version"], name="one_shadow_per_prediction_and_version"),
+        ]
+        indexes = [models.Index(fields=["model_version", "created_at"])]
+
+    def __str__(self):
+        return f"shadow of v{self.model_version_id} on {self.prediction_id}"

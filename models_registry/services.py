@@ -1,42 +1,120 @@
-"""Stage changes of model versions. Every change is a history record with who and why."""
+"""Stage changes of model versions: promote, challenge, reject, roll back. Every change is a
+history record with who and why. All of them lock the predictor's versions in one fixed
+order (by id), so two changes for one predictor cannot interleave."""
 from __future__ import annotations
 
 from django.db import transaction
 from django.utils import timezone
 
 from gateway.history import change_reason
+from gateway.models import Predictor
 
 from .models import ModelVersion, Stage
+
+STAGE_REASON_MAX_LENGTH = 1000
 
 
 class PromotionRefused(Exception):
     pass
 
 
-def model_version_promote(*, version: ModelVersion, user=None, reason: str = "") -> ModelVersion:
+class RollbackRefused(Exception):
+    pass
+
+
+def gates_blocking(version: ModelVersion) -> list[dict]:
+    """The stored gate results that stop a promotion: failed ones, and pending ones (a
+    shadow-agreement gate still waiting for enough shadowed requests)."""
+    return [g for g in version.gates or [] if g.get("passed") is not True and not g.get("informational")]
+
+
+def _locked_versions(predictor_id: int) -> list[ModelVersion]:
+    return list(ModelVersion.objects.select_for_update().filter(predictor_id=predictor_id).order_by("id"))
+
+
+def _stage_set(version: ModelVersion, stage: str, reason: str, user) -> None:
+    version.stage = stage
+    version.stage_reason = reason[:STAGE_REASON_MAX_LENGTH]
+    version._change_reason = change_reason(reason)
+    version._history_user = user
+    fields = ["stage", "stage_reason"]
+    if stage == Stage.CHAMPION:
+        version.promoted_at = timezone.now()
+        fields.append("promoted_at")
+    version.save(update_fields=fields)
+
+
+def model_version_promote(
+    *, version: ModelVersion, user=None, reason: str = "", force: bool = False
+) -> ModelVersion:
     """Make `version` the champion; the current champion (if any) becomes archived.
-    Atomic; the predictor's versions are locked in a fixed order (by id) so two promotions
-    cannot interleave. A rejected version cannot be promoted."""
+
+    Refused for a rejected version, and while a gate has failed or is still pending —
+    unless `force`, which needs a written reason (kept in the history)."""
+    reason = (reason or "").strip()
+    if force and not reason:
+        raise PromotionRefused("forcing a promotion past its gates needs a written reason")
     with transaction.atomic():
-        versions = list(
-            ModelVersion.objects.select_for_update().filter(predictor_id=version.predictor_id).order_by("id")
-        )
+        versions = _locked_versions(version.predictor_id)
         target = next(v for v in versions if v.pk == version.pk)
-        if target.stage == Stage.REJECTED:
+        if target.stage == Stage.REJECTED and not force:
             raise PromotionRefused("a rejected version cannot be promoted")
         if target.stage == Stage.CHAMPION:
             return target
+        blocking = gates_blocking(target)
+        if blocking and not force:
+            names = ", ".join(f"{g['gate']} ({'pending' if g.get('passed') is None else 'failed'})" for g in blocking)
+            raise PromotionRefused(f"gates not passed: {names}; force it with a written reason")
         for other in versions:
             if other.stage == Stage.CHAMPION:
-                other.stage = Stage.ARCHIVED
-                other.stage_reason = f"replaced by v{target.version}"
-                other._change_reason = change_reason(other.stage_reason)
-                other._history_user = user
-                other.save(update_fields=["stage", "stage_reason"])
-        target.stage = Stage.CHAMPION
-        target.promoted_at = timezone.now()
-        target.stage_reason = reason or "promoted"
-        target._change_reason = change_reason(target.stage_reason)
-        target._history_user = user
-        target.save(update_fields=["stage", "promoted_at", "stage_reason"])
+                _stage_set(other, Stage.ARCHIVED, f"replaced by v{target.version}", user)
+        if blocking:
+            reason = f"forced past {', '.join(g['gate'] for g in blocking)}: {reason}"
+        _stage_set(target, Stage.CHAMPION, reason or "promoted", user)
     return target
+
+
+def model_version_challenge(*, version: ModelVersion, user=None, reason: str = "") -> ModelVersion:
+    """Make `version` the challenger: it gets shadow traffic so its agreement with the
+    humans can be measured. A previous challenger is archived (one per predictor)."""
+    with transaction.atomic():
+        versions = _locked_versions(version.predictor_id)
+        target = next(v for v in versions if v.pk == version.pk)
+        if target.stage not in (Stage.CANDIDATE, Stage.ARCHIVED):
+            raise PromotionRefused(f"a {target.stage} version cannot become the challenger")
+        for other in versions:
+            if other.stage == Stage.CHALLENGER:
+                _stage_set(other, Stage.ARCHIVED, f"challenger replaced by v{target.version}", user)
+        _stage_set(target, Stage.CHALLENGER, reason or "challenger: measured on shadow traffic", user)
+    return target
+
+
+def model_version_reject(*, version: ModelVersion, user=None, reason: str) -> ModelVersion:
+    """Mark a version rejected (a failed gate, or an operator's judgement). A champion is
+    not rejected this way: roll it back."""
+    with transaction.atomic():
+        target = next(v for v in _locked_versions(version.predictor_id) if v.pk == version.pk)
+        if target.stage == Stage.CHAMPION:
+            raise PromotionRefused("the champion cannot be rejected; roll it back instead")
+        _stage_set(target, Stage.REJECTED, reason, user)
+    return target
+
+
+def model_version_rollback(*, predictor: Predictor, user=None, reason: str = "") -> ModelVersion:
+    """Make the previous champion current again in one step. The champion being rolled back
+    is rejected (so a second rollback goes further back, never forth); the previous one is
+    the archived version most recently promoted. Takes effect on every web worker within
+    the serving cache's lifetime (OZ_SERVING_CACHE_SECONDS)."""
+    reason = (reason or "").strip() or "rolled back"
+    with transaction.atomic():
+        versions = _locked_versions(predictor.pk)
+        current = next((v for v in versions if v.stage == Stage.CHAMPION), None)
+        if current is None:
+            raise RollbackRefused("there is no champion to roll back")
+        earlier = [v for v in versions if v.stage == Stage.ARCHIVED and v.promoted_at and v.pk != current.pk]
+        if not earlier:
+            raise RollbackRefused(f"v{current.version} is the only version that has been champion")
+        previous = max(earlier, key=lambda v: v.promoted_at)
+        _stage_set(current, Stage.REJECTED, f"rolled back to v{previous.version}: {reason}", user)
+        _stage_set(previous, Stage.CHAMPION, f"restored by rollback of v{current.version}: {reason}", user)
+    return previous

@@ -48,6 +48,9 @@ class ReviewTask(models.Model):
     excluded_reviewer = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # What a model suggested, shown to the reviewer beside the input: {output, confidence,
+    # scores, model_version}. Set for low-confidence tasks (the prediction has no answer).
+    suggestion = models.JSONField(null=True, blank=True)
     # The answer the task settled on (consensus, adjudication or appeal outcome).
     final_output = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.OPEN)
