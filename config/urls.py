@@ -22,6 +22,7 @@ urlpatterns = [
         registry_api.PromoteView.as_view(),
         name="model-promote",
     ),
+    path("predictors/<slug:slug>/rollback", registry_api.RollbackView.as_view(), name="predictor-rollback"),
     path("training-runs/<int:run_id>", registry_api.TrainingRunView.as_view(), name="training-run-detail"),
     path("review/claim", review_api.ClaimView.as_view(), name="review-claim"),
     path("review/tasks/<int:task_id>/decision", review_api.DecisionView.as_view(), name="review-decision"),

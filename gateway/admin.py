@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from simple_history.admin import SimpleHistoryAdmin
 
 from .admin_readonly import EMPTY, HistoryAdmin, ReadOnlyAdminMixin, json_block, json_inline, search_by_uuid
 from .models import ApiClient, ApiKey, Prediction, Predictor, RoutingPolicy, UserToken, WebhookAttempt, WebhookDelivery
@@ -88,8 +90,22 @@ class RoutingPolicyForm(forms.ModelForm):
         model = RoutingPolicy
         fields = ROUTING_FIELDS
 
+    # An empty share box means "none of the traffic".
+    BLANK_IS_ZERO = ("canary_percent", "qa_sample_percent")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.BLANK_IS_ZERO:
+            if name in self.fields:
+                self.fields[name].required = False
+                self.fields[name].help_text = "Percent of requests, 0-100; empty means 0."
+
     def changes(self) -> dict:
-        return {name: self.cleaned_data[name] for name in ROUTING_FIELDS if name in self.cleaned_data}
+        changes = {name: self.cleaned_data[name] for name in ROUTING_FIELDS if name in self.cleaned_data}
+        for name in self.BLANK_IS_ZERO:
+            if name in changes and changes[name] is None:
+                changes[name] = 0.0
+        return changes
 
     def clean(self):
         cleaned = super().clean()
@@ -103,17 +119,51 @@ class RoutingPolicyForm(forms.ModelForm):
 
 @admin.register(RoutingPolicy)
 class RoutingPolicyAdmin(HistoryAdmin):
-    """The change form edits the flag's fields; saving calls `routing_update`, never `save()`."""
+    """The change form edits the flag's fields; saving calls `routing_update`, never `save()`.
+
+    The history's "Revert" is on here (and only for those who may change the flag): the
+    old version's values fill this same form, so they pass the same checks as any change
+    (`routing_check`), and saving goes through `routing_update` — the version rises, the
+    history names who reverted and why (by default "reverted to vN")."""
 
     form = RoutingPolicyForm
-    list_display = ("predictor", "mode", "fallback", "human_sla_seconds", "version", "updated_at")
-    list_filter = ("mode", "fallback")
+    list_display = (
+        "predictor", "mode", "fallback", "human_sla_seconds", "confidence_threshold", "canary_percent", "shadow",
+        "qa_sample_percent", "max_queue_depth", "version", "updated_at",
+    )
+    list_filter = ("mode", "fallback", "shadow")
     list_select_related = ("predictor",)
     fields = ("predictor", *ROUTING_FIELDS, "reason", "version", "updated_at")
     readonly_fields = ("predictor", "version", "updated_at")
+    actions = ["kill_switch_human", "kill_switch_rule"]
 
     def has_add_permission(self, request):
         return False  # a policy comes with its predictor (load_predictors)
+
+    def _kill_switch(self, request, queryset, mode: str, who: str):
+        """No model answers any more: the mode goes to `mode` and the canary share to 0.
+        Each predictor changes through `routing_update` (audited, versioned, seen by every
+        web process within seconds); one refused change does not stop the others."""
+        for policy in queryset.select_related("predictor"):
+            slug = policy.predictor.slug
+            try:
+                routing_update(
+                    predictor=policy.predictor, changes={"mode": mode, "canary_percent": 0.0},
+                    user=request.user, reason=f"kill switch: {who}",
+                )
+            except RoutingInvalid as exc:
+                problems = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
+                self.message_user(request, f"{slug}: not changed ({problems})", messages.ERROR)
+            else:
+                self.message_user(request, f"{slug}: every request now goes to {who}; no model answers.", messages.SUCCESS)
+
+    @admin.action(permissions=["change"], description="Kill switch: send all traffic to human reviewers")
+    def kill_switch_human(self, request, queryset):
+        self._kill_switch(request, queryset, "human", "human reviewers")
+
+    @admin.action(permissions=["change"], description="Kill switch: answer all traffic with the rules")
+    def kill_switch_rule(self, request, queryset):
+        self._kill_switch(request, queryset, "rule", "the rules")
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -124,13 +174,24 @@ class RoutingPolicyAdmin(HistoryAdmin):
             fields.remove("reason")  # a form-only field: nothing to show read-only
         return fields
 
+    def revert_disabled(self, request, obj=None):
+        return not self.has_change_permission(request, obj)
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        if request.method not in ("GET", "HEAD"):
+            if not self.has_change_permission(request):
+                raise PermissionDenied
+            old = RoutingPolicy.history.filter(id=object_id, history_id=version_id).first()
+            request._oz_reverting_to = old.version if old is not None else None
+        # Skip HistoryAdmin's read-only guard: the form and save_model below do the checks.
+        return SimpleHistoryAdmin.history_form_view(self, request, object_id, version_id, extra_context)
+
     def save_model(self, request, obj, form, change):
-        routing_update(
-            predictor=obj.predictor,
-            changes=form.changes(),
-            user=request.user,
-            reason=form.cleaned_data.get("reason", ""),
-        )
+        reason = form.cleaned_data.get("reason", "")
+        reverting_to = getattr(request, "_oz_reverting_to", None)
+        if not reason and reverting_to is not None:
+            reason = f"reverted to v{reverting_to}"
+        routing_update(predictor=obj.predictor, changes=form.changes(), user=request.user, reason=reason)
         obj.refresh_from_db()
 
 

@@ -30,8 +30,9 @@ from .services import (
     request_fingerprint,
     routing_update,
 )
+from .serving_cache import serving_get
 
-PREDICT_FIELDS = {"input", "callback_url", "wait", "explain"}
+PREDICT_FIELDS = {"input", "callback_url", "wait", "explain", "routing_key"}
 PROBLEM = OpenApiResponse(s.ProblemSerializer, description="problem+json")
 
 
@@ -78,7 +79,12 @@ class PredictView(APIView):
         "prediction or wait for the webhook).",
     )
     def post(self, request, slug: str):
-        predictor = _predictor_or_404(slug)
+        # Predictor, flag and live model versions from the per-process serving cache: no
+        # database read for them on the hot path (changes reach it within seconds).
+        state = serving_get(slug)
+        if state is None:
+            raise exceptions.NotFound(f"No predictor named {slug!r}.")
+        predictor = state.predictor
         client = request.user
         if not client.may_use(predictor):
             raise exceptions.PermissionDenied("This API key may not call this predictor.")
@@ -104,11 +110,13 @@ class PredictView(APIView):
         try:
             prediction, created = prediction_create(
                 predictor=predictor,
-                policy=predictor.routing,
+                policy=state.policy,
                 client=client,
                 clean_input=clean_input,
                 callback_url=data.get("callback_url", ""),
                 idempotency_key=idempotency_key,
+                routing_key=data.get("routing_key", ""),
+                live_versions=(state.champion, state.challenger),
                 request_sha256=request_fingerprint(predictor_slug=predictor.slug, body=body) if idempotency_key else "",
             )
         except IdempotencyConflict as exc:
@@ -220,7 +228,9 @@ class RoutingView(APIView):
         operation_id="routing_update",
         request=s.RoutingRequestSerializer,
         responses={200: s.RoutingSerializer, 404: PROBLEM, 422: PROBLEM},
-        description="Change the routing flag; audited. The policy version rises with each change.",
+        description="Change any fields of the routing flag; audited (who, when, `reason`). The policy version "
+        "rises with each change, and every web worker routes by the new flag within a few seconds "
+        "(OZ_SERVING_CACHE_SECONDS).",
     )
     def patch(self, request, slug: str):
         predictor = _predictor_or_404(slug)

@@ -339,7 +339,11 @@ def definition_validate(data) -> list[FieldError]:
         errors.append(FieldError("routing", "must be a mapping"))
     else:
         errors.extend(
-            FieldError(f"routing.{e.field}", e.message) for e in routing_errors(routing, has_rules=bool(data.get("rules")))
+            FieldError(f"routing.{e.field}", e.message) for e in routing_errors(
+                routing,
+                has_rules=bool(data.get("rules")),
+                is_classification=not isinstance(data.get("output"), dict) or data["output"].get("type") != "number",
+            )
         )
     for key, low, high in (("reviews_required", 1, 10), ("appeal_window_days", 0, 3650)):
         if key in data and (not _is_integer(data[key]) or not low <= data[key] <= high):
@@ -352,9 +356,32 @@ def definition_validate(data) -> list[FieldError]:
     return errors
 
 
-def routing_errors(changes: dict, *, has_rules: bool) -> list[FieldError]:
+MAX_QUEUE_DEPTH = 2_147_483_647  # the column is a PostgreSQL integer
+
+
+def _percent_error(value) -> str | None:
+    if not _is_number(value) or not 0 <= value <= 100:
+        return "must be a number from 0 to 100"
+    return None
+
+
+MAX_QUEUE_DEPTH = 2_147_483_647  # the column is a PostgreSQL integer
+
+
+def _percent_error(value) -> str | None:
+    if not _is_number(value) or not 0 <= value <= 100:
+        return "must be a number from 0 to 100"
+    return None
+
+
+def routing_errors(changes: dict, *, has_rules: bool, is_classification: bool = True) -> list[FieldError]:
     """Problems with (part of) a routing flag, field by field. Used for the YAML's initial
-    flag and for every later change, so both accept exactly the same values."""
+    flag, PATCH /predictors/<slug>/routing, the admin form (and its history revert) and
+    `set_routing`, so all of them accept exactly the same values.
+
+    The predictor's context decides two things: `mode: rule` needs rules, and a
+    `confidence_threshold` only means something for classification (label) outputs, whose
+    models give a confidence; a number output refuses it."""
     errors = []
     for key, value in changes.items():
         if key == "mode":
@@ -368,6 +395,25 @@ def routing_errors(changes: dict, *, has_rules: bool) -> list[FieldError]:
         elif key == "human_sla_seconds":
             if value is not None and (not _is_integer(value) or not 1 <= value <= MAX_SLA_SECONDS):
                 errors.append(FieldError("human_sla_seconds", f"must be null or a whole number from 1 to {MAX_SLA_SECONDS}"))
+        elif key == "confidence_threshold":
+            if value is None:
+                continue
+            if not _is_number(value) or not 0 <= value <= 1:
+                errors.append(FieldError("confidence_threshold", "must be null or a number from 0 to 1"))
+            elif not is_classification:
+                errors.append(FieldError(
+                    "confidence_threshold", "only for label outputs: a number output's model gives no confidence"
+                ))
+        elif key in ("canary_percent", "qa_sample_percent"):
+            problem = _percent_error(value)
+            if problem:
+                errors.append(FieldError(key, problem))
+        elif key == "shadow":
+            if not isinstance(value, bool):
+                errors.append(FieldError("shadow", "must be true or false"))
+        elif key == "max_queue_depth":
+            if value is not None and (not _is_integer(value) or not 1 <= value <= MAX_QUEUE_DEPTH):
+                errors.append(FieldError("max_queue_depth", "must be null or a whole number of at least 1"))
         else:
             errors.append(FieldError(key, "unknown routing field"))
     return errors

@@ -5,11 +5,30 @@ from .models import RoutingFallback, RoutingMode
 from .webhooks import HostNotRegistered, callback_host_check
 
 
+class StrictCharField(serializers.CharField):
+    """A string, and only a string (DRF's CharField would turn 17 into "17")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class PredictRequestSerializer(serializers.Serializer):
     input = serializers.JSONField(help_text="Field values, as the predictor's input schema says.")
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
     wait = serializers.IntegerField(required=False, min_value=0, max_value=30, help_text="Seconds to hold for a human answer.")
     explain = serializers.BooleanField(required=False, default=False)
+    routing_key = StrictCharField(
+        required=False, max_length=255, trim_whitespace=False,
+        help_text="Picks the canary bucket: requests with the same key take the same route. Defaults to the "
+        "Idempotency-Key, else the prediction's id. Part of the idempotency fingerprint.",
+    )
+
+    def validate_routing_key(self, value):
+        if not value.isprintable():
+            raise serializers.ValidationError("must be printable characters")
+        return value
 
     def validate_callback_url(self, value):
         if value and not value.lower().startswith(("http://", "https://")):
@@ -23,10 +42,18 @@ class PredictRequestSerializer(serializers.Serializer):
         return value
 
 
+ROUTE_REASONS = ["mode", "canary", "low_confidence", "model_error", "no_model", "rule_error", "queue_full", "sla_expired"]
+
+
 class RouteSerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=RoutingMode.choices)
-    reason = serializers.CharField()
-    policy_version = serializers.IntegerField()
+    mode = serializers.ChoiceField(choices=RoutingMode.choices, help_text="The flag's mode when the request came.")
+    reason = serializers.ChoiceField(choices=ROUTE_REASONS, help_text="Why it took this route.")
+    policy_version = serializers.IntegerField(help_text="The routing flag's version that routed it.")
+    canary = serializers.BooleanField(required=False, help_text="Present (true) when the request fell in the canary share.")
+    qa_sample = serializers.BooleanField(required=False, help_text="Present (true) when the answer also went to review.")
+    shadow = serializers.ListField(
+        child=serializers.IntegerField(), required=False, help_text="Model versions run in shadow on this input."
+    )
 
 
 class PredictionSerializer(serializers.Serializer):
@@ -53,18 +80,44 @@ class OutcomeRequestSerializer(serializers.Serializer):
     output = serializers.JSONField()
 
 
+_HELP = {
+    "mode": "Who answers by default.",
+    "fallback": "Who answers when the model errors, has no champion or is below the confidence threshold, "
+    "when the human queue is over max_queue_depth, and who gives a provisional answer past the SLA.",
+    "human_sla_seconds": "After this a pending human prediction gets a provisional fallback answer.",
+    "confidence_threshold": "Label outputs only: a model answer less confident than this goes to the fallback.",
+    "canary_percent": "Share (0-100) of traffic the champion answers while mode is human or rule; "
+    "deterministic per request key.",
+    "shadow": "Run the champion and challenger beside whoever answers; stored, never returned.",
+    "qa_sample_percent": "Share (0-100) of rule and model answers that also go to review (qa_sample tasks).",
+    "max_queue_depth": "When more human tasks than this are open or claimed, human-routed traffic goes to the fallback.",
+}
+
+
 class RoutingRequestSerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=RoutingMode.choices, required=False)
-    fallback = serializers.ChoiceField(choices=RoutingFallback.choices, required=False)
-    human_sla_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, help_text="Why; kept in the audit history.")
+    mode = serializers.ChoiceField(choices=RoutingMode.choices, required=False, help_text=_HELP["mode"])
+    fallback = serializers.ChoiceField(choices=RoutingFallback.choices, required=False, help_text=_HELP["fallback"])
+    human_sla_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text=_HELP["human_sla_seconds"])
+    confidence_threshold = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=1, help_text=_HELP["confidence_threshold"]
+    )
+    canary_percent = serializers.FloatField(required=False, min_value=0, max_value=100, help_text=_HELP["canary_percent"])
+    shadow = serializers.BooleanField(required=False, help_text=_HELP["shadow"])
+    qa_sample_percent = serializers.FloatField(required=False, min_value=0, max_value=100, help_text=_HELP["qa_sample_percent"])
+    max_queue_depth = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text=_HELP["max_queue_depth"])
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Why; kept in the audit history.")
 
 
 class RoutingSerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=RoutingMode.choices)
-    fallback = serializers.ChoiceField(choices=RoutingFallback.choices)
-    human_sla_seconds = serializers.IntegerField(allow_null=True)
-    version = serializers.IntegerField()
+    mode = serializers.ChoiceField(choices=RoutingMode.choices, help_text=_HELP["mode"])
+    fallback = serializers.ChoiceField(choices=RoutingFallback.choices, help_text=_HELP["fallback"])
+    human_sla_seconds = serializers.IntegerField(allow_null=True, help_text=_HELP["human_sla_seconds"])
+    confidence_threshold = serializers.FloatField(allow_null=True, help_text=_HELP["confidence_threshold"])
+    canary_percent = serializers.FloatField(help_text=_HELP["canary_percent"])
+    shadow = serializers.BooleanField(help_text=_HELP["shadow"])
+    qa_sample_percent = serializers.FloatField(help_text=_HELP["qa_sample_percent"])
+    max_queue_depth = serializers.IntegerField(allow_null=True, help_text=_HELP["max_queue_depth"])
+    version = serializers.IntegerField(help_text="Rises by one with every change; each prediction records it.")
     updated_at = serializers.DateTimeField()
 
 

@@ -11,12 +11,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from models_registry import serving
-from review.models import TaskKind
+from review.models import ReviewTask, TaskKind, TaskStatus
 from review.services import review_task_create
 
+from . import serving_cache
 from .answers import webhook_enqueue
 from .appeal_tokens import appeal_token, appeal_token_sha256
 from .keys import key_generate
+from .messaging import task_send_on_commit
 from .models import (
     AnswerSource,
     ApiClient,
@@ -24,11 +26,10 @@ from .models import (
     Prediction,
     PredictionStatus,
     Predictor,
-    RoutingMode,
     RoutingPolicy,
     UserToken,
 )
-from .routing import Route, route_decide
+from .routing import Answer, NoModel, Route, route_decide
 from .rules import NoRuleMatched, rules_evaluate
 from .schema import FieldError, routing_errors
 
@@ -49,9 +50,11 @@ class RoutingInvalid(Exception):
         super().__init__(message)
 
 
-# What makes two requests "the same" for Idempotency-Key: the question asked, not how long
-# the client is willing to wait for the answer or whether it wants it explained.
-FINGERPRINT_FIELDS = ("input", "callback_url")
+# What makes two requests "the same" for Idempotency-Key: the question asked (and the key
+# that picks its route), not how long the client is willing to wait for the answer or
+# whether it wants it explained. A field the body leaves out adds nothing, so adding
+# `routing_key` changed no earlier request's fingerprint.
+FINGERPRINT_FIELDS = ("input", "callback_url", "routing_key")
 
 
 def request_fingerprint(*, predictor_slug: str, body: dict) -> str:
@@ -66,6 +69,14 @@ def _replay(existing: Prediction, request_sha256: str) -> tuple[Prediction, bool
     return existing, False
 
 
+def human_queue_depth(predictor_id: int, *, cap: int) -> int:
+    """Open and claimed review tasks of a predictor, counted up to `cap` + 1 (enough to
+    tell "over the cap"): one COUNT over a bounded subquery on the predictor's index, so
+    it costs the same however deep the queue is."""
+    queued = ReviewTask.objects.filter(predictor_id=predictor_id, status__in=(TaskStatus.OPEN, TaskStatus.CLAIMED))
+    return queued.order_by()[: cap + 1].count()
+
+
 def prediction_create(
     *,
     predictor: Predictor,
@@ -75,45 +86,60 @@ def prediction_create(
     callback_url: str = "",
     idempotency_key: str = "",
     request_sha256: str = "",
+    routing_key: str = "",
+    live_versions: tuple | None = None,
 ) -> tuple[Prediction, bool]:
     """Route one validated request and record it. Returns (prediction, created).
 
-    Rules and models answer at once; otherwise the prediction and its review task are
-    written in one transaction. A retry with the same Idempotency-Key and the same request
-    returns the first prediction and creates nothing; with a different request it raises
-    IdempotencyConflict. Model or rule failures divert to the human queue."""
+    `gateway.routing.route_decide` decides who answers. Rules and models answer at once;
+    otherwise the prediction and its review task are written in one transaction, and so is
+    a QA-sample task. Shadow runs are sent to Celery once that transaction commits. A retry
+    with the same Idempotency-Key and the same request returns the first prediction and
+    creates nothing; with a different request it raises IdempotencyConflict.
+
+    The canary bucket comes from the request key: `routing_key` when the client gives one
+    (its way to keep, say, one customer on one route), else the Idempotency-Key (a retry
+    takes the same route), else the new prediction's id. `live_versions` is (champion,
+    challenger); by default the per-process serving cache's."""
     if idempotency_key:
         existing = Prediction.objects.filter(client=client, idempotency_key=idempotency_key).select_related("predictor").first()
         if existing is not None:
             return _replay(existing, request_sha256)
 
-    route = route_decide(policy=policy)
-    answer: dict | None = None
-    if route.target == RoutingMode.RULE:
+    if live_versions is None:
+        live_versions = serving_cache.live_versions_for(predictor)
+    champion, challenger = live_versions
+    prediction_id = uuid.uuid4()
+
+    def ask_rule() -> Answer | None:
+        if not predictor.rules:
+            return None
         try:
             output, _ = rules_evaluate(predictor.rules, clean_input)
-            answer = {"output": output, "source": AnswerSource.RULE}
         except NoRuleMatched:
-            route = route.diverted(RoutingMode.HUMAN, "rule_error")
-    elif route.target == RoutingMode.MODEL:
-        champion = serving.champion_get(predictor)
-        if champion is None:
-            route = route.diverted(RoutingMode.HUMAN, "no_model")
-        else:
-            try:
-                result = serving.model_answer(predictor=predictor, version=champion, clean_input=clean_input)
-                answer = {
-                    "output": result.output,
-                    "source": AnswerSource.MODEL,
-                    "confidence": result.confidence,
-                    "scores": result.scores,
-                    "model_version": result.version,
-                }
-            except Exception:  # a broken model must not lose the request
-                logger.exception("model v%s of %s failed; routing to reviewers", champion.version, predictor.slug)
-                route = route.diverted(RoutingMode.HUMAN, "model_error")
+            return None
+        return Answer(output=output, source=AnswerSource.RULE)
 
-    prediction_id = uuid.uuid4()
+    def ask_model() -> Answer:
+        if champion is None:
+            raise NoModel
+        result = serving.model_answer(predictor=predictor, version=champion, clean_input=clean_input)
+        return Answer(output=result.output, source=AnswerSource.MODEL, confidence=result.confidence,
+                      scores=result.scores, model_version=result.version)
+
+    decision = route_decide(
+        policy=policy,
+        slug=predictor.slug,
+        request_key=routing_key or idempotency_key or str(prediction_id),
+        prediction_key=str(prediction_id),
+        has_champion=champion is not None,
+        ask_rule=ask_rule,
+        ask_model=ask_model,
+        queue_depth=lambda: human_queue_depth(predictor.pk, cap=policy.max_queue_depth or 0),
+        live_versions=tuple(v for v in (champion, challenger) if v is not None),
+    )
+    route, answer = decision.route, decision.answer
+
     prediction = Prediction(
         id=prediction_id,
         appeal_token_sha256=appeal_token_sha256(appeal_token(prediction_id)),
@@ -131,8 +157,8 @@ def prediction_create(
     if answer:
         prediction.status = PredictionStatus.ANSWERED
         prediction.answered_at = now
-        for field, value in answer.items():
-            setattr(prediction, field, value)
+        for name, value in answer.as_fields().items():
+            setattr(prediction, name, value)
     elif policy.human_sla_seconds:
         prediction.sla_due_at = now + timedelta(seconds=policy.human_sla_seconds)
     try:
@@ -141,7 +167,19 @@ def prediction_create(
             if answer:
                 webhook_enqueue(prediction=prediction, event="prediction.answered")
             else:
-                review_task_create(prediction=prediction, kind=TaskKind.ROUTED, reason=_task_reason(route))
+                task = review_task_create(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route))
+                if decision.suggestion is not None:
+                    task.suggestion = decision.suggestion.as_suggestion()
+                    task.save(update_fields=["suggestion"])
+            if decision.qa_sample:
+                review_task_create(
+                    prediction=prediction, kind=TaskKind.QA_SAMPLE,
+                    reason=f"quality sample of {answer.source} answers ({policy.qa_sample_percent:g}%)",
+                )
+            if decision.shadow:
+                from .tasks import shadow_predict
+
+                task_send_on_commit(shadow_predict, str(prediction.id), [v.pk for v in decision.shadow])
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -151,16 +189,27 @@ def prediction_create(
     return prediction, True
 
 
+_TASK_REASONS = {
+    "mode": "routing mode is human",
+    "no_model": "model mode, but no champion model yet",
+    "model_error": "the champion model failed on this input",
+    "low_confidence": "the model's confidence is below the threshold",
+    "rule_error": "no rule matched",
+    "queue_full": "the human queue is over its cap, and no fallback could answer",
+}
+
+
 def _task_reason(route: Route) -> str:
-    return {
-        "mode": "routing mode is human",
-        "no_model": "model mode, but no champion model yet",
-        "model_error": "the champion model failed on this input",
-        "rule_error": "no rule matched",
-    }.get(route.reason, route.reason)
+    text = _TASK_REASONS.get(route.reason, route.reason)
+    if dict(route.extra).get("canary"):
+        text = f"canary request: {text}"
+    return text
 
 
-ROUTING_FIELDS = ("mode", "fallback", "human_sla_seconds")
+ROUTING_FIELDS = (
+    "mode", "fallback", "human_sla_seconds", "confidence_threshold", "canary_percent", "shadow",
+    "qa_sample_percent", "max_queue_depth",
+)
 # The history table's change-reason column is varchar(100).
 ROUTING_REASON_MAX_LENGTH = 100
 
@@ -168,7 +217,7 @@ ROUTING_REASON_MAX_LENGTH = 100
 def routing_check(*, predictor: Predictor, changes: dict, reason: str = "") -> None:
     """Raise RoutingInvalid if `routing_update` would refuse these changes. Writes nothing,
     so forms can show the problem next to the field before anything is saved."""
-    errors = routing_errors(changes, has_rules=bool(predictor.rules))
+    errors = routing_errors(changes, has_rules=bool(predictor.rules), is_classification=predictor.is_classification)
     if reason and len(reason) > ROUTING_REASON_MAX_LENGTH:
         errors.append(FieldError("reason", f"must be at most {ROUTING_REASON_MAX_LENGTH} characters"))
     if errors:

@@ -25,3 +25,12 @@ def sla_sweep() -> dict:
     from .sla import sla_enforce
 
     return sla_enforce()
+
+
+@shared_task(name="gateway.tasks.shadow_predict", ignore_result=True)
+def shadow_predict(prediction_id: str, version_ids: list[int]) -> int:
+    """Run the given model versions on a prediction's input in shadow (stored, never
+    returned). Sent on commit by prediction_create; idempotent, so a repeat stores nothing new."""
+    from models_registry.shadow import shadow_run
+
+    return shadow_run(prediction_id=prediction_id, version_ids=version_ids)

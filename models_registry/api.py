@@ -10,33 +10,113 @@ from gateway.api import PROBLEM, _predictor_or_404, _require_object
 from gateway.errors import Conflict, FieldValidationError
 from gateway.permissions import HasDjangoPerm
 
-from .models import ModelVersion, TrainingRun
-from .presenters import run_as_dict, version_as_dict
-from .services import PromotionRefused, model_version_promote
+from .models import ModelVersion, Stage, TrainingRun
+from .presenters import run_as_dict, stage_histories, version_as_dict
+from .services import (
+    STAGE_REASON_MAX_LENGTH,
+    PromotionRefused,
+    RollbackRefused,
+    model_version_promote,
+    model_version_rollback,
+)
 from .training import TrainingAlreadyActive, training_run_request
 
+
+class GateResultSerializer(serializers.Serializer):
+    gate = serializers.CharField(help_text="e.g. min_metrics.accuracy, beat_champion, min_shadow_agreement")
+    passed = serializers.BooleanField(allow_null=True, help_text="null while pending (shadow agreement)")
+    value = serializers.JSONField(allow_null=True)
+    threshold = serializers.JSONField(allow_null=True)
+    detail = serializers.CharField()
+    informational = serializers.BooleanField(required=False, help_text="recorded, never blocks (e.g. onnx_parity)")
+
+    class Meta:
+        ref_name = "GateResult"
+
+
+class StageChangeSerializer(serializers.Serializer):
+    stage = serializers.ChoiceField(choices=Stage.choices)
+    reason = serializers.CharField()
+    by = serializers.CharField(allow_null=True, help_text="username; null for automatic changes")
+    at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "StageChange"
+
+
+def _run_fields() -> dict:
+    # Fresh fields per serializer: declaring them moves them out of the mapping.
+    return {
+        "id": serializers.IntegerField(), "status": serializers.CharField(),
+        "trigger": serializers.CharField(), "requested_by": serializers.CharField(allow_null=True),
+        "estimator": serializers.CharField(allow_null=True),
+        "params": serializers.JSONField(help_text="estimator, hyperparameters, split, grid search"),
+        "metrics": serializers.JSONField(help_text="holdout metrics, calibration included"),
+        "champion_metrics": serializers.JSONField(help_text="the champion of the time scored on the same holdout"),
+        "fairness": serializers.JSONField(help_text="per group of the sensitive attribute, and the gaps"),
+        "dataset": serializers.JSONField(help_text="label ids hash, counts, schema version"),
+        "environment": serializers.JSONField(), "error": serializers.CharField(allow_null=True),
+        "created_at": serializers.DateTimeField(),
+        "started_at": serializers.DateTimeField(allow_null=True), "finished_at": serializers.DateTimeField(allow_null=True),
+        "duration_seconds": serializers.FloatField(allow_null=True),
+        "peak_memory_bytes": serializers.IntegerField(allow_null=True), "links": serializers.JSONField(),
+    }
+
+
+def _version_fields() -> dict:
+    return {
+        "version": serializers.IntegerField(), "predictor": serializers.CharField(),
+        "stage": serializers.ChoiceField(choices=Stage.choices),
+        "stage_reason": serializers.CharField(), "stage_history": serializers.ListField(child=StageChangeSerializer()),
+        "metrics": serializers.JSONField(), "gates": serializers.ListField(child=GateResultSerializer()),
+        "gates_passed": serializers.BooleanField(allow_null=True, help_text="null while a gate is pending"),
+        "serving_format": serializers.CharField(),
+        "training_run": serializers.IntegerField(), "artifact_sha256": serializers.CharField(),
+        "onnx_sha256": serializers.CharField(allow_null=True),
+        "schema_version": serializers.IntegerField(), "created_at": serializers.DateTimeField(),
+        "promoted_at": serializers.DateTimeField(allow_null=True), "links": serializers.JSONField(),
+    }
+
+
+VersionSerializer = inline_serializer(
+    "ModelVersion",
+    {**_version_fields(), "run": inline_serializer("ModelVersionRun", _run_fields())},
+)
 RunSerializer = inline_serializer(
     "TrainingRun",
     {
-        "id": serializers.IntegerField(), "predictor": serializers.CharField(), "status": serializers.CharField(),
-        "trigger": serializers.CharField(), "estimator": serializers.CharField(allow_null=True),
-        "params": serializers.JSONField(), "metrics": serializers.JSONField(), "dataset": serializers.JSONField(),
-        "environment": serializers.JSONField(), "error": serializers.CharField(allow_null=True),
-        "model_version": serializers.IntegerField(allow_null=True), "created_at": serializers.DateTimeField(),
-        "started_at": serializers.DateTimeField(allow_null=True), "finished_at": serializers.DateTimeField(allow_null=True),
-        "duration_seconds": serializers.FloatField(allow_null=True), "links": serializers.JSONField(),
+        **_run_fields(), "predictor": serializers.CharField(),
+        "model_version": serializers.IntegerField(allow_null=True),
+        "gates": serializers.ListField(child=GateResultSerializer(), allow_null=True),
+        "gates_passed": serializers.BooleanField(allow_null=True),
     },
 )
-VersionSerializer = inline_serializer(
-    "ModelVersion",
+RunDetailSerializer = inline_serializer(
+    "TrainingRunDetail",
     {
-        "version": serializers.IntegerField(), "predictor": serializers.CharField(), "stage": serializers.CharField(),
-        "stage_reason": serializers.CharField(), "metrics": serializers.JSONField(),
-        "training_run": serializers.IntegerField(), "artifact_sha256": serializers.CharField(),
-        "schema_version": serializers.IntegerField(), "created_at": serializers.DateTimeField(),
-        "promoted_at": serializers.DateTimeField(allow_null=True),
+        **_run_fields(), "predictor": serializers.CharField(),
+        "model_version": serializers.IntegerField(allow_null=True),
+        "gates": serializers.ListField(child=GateResultSerializer(), allow_null=True),
+        "gates_passed": serializers.BooleanField(allow_null=True),
+        "dataset": serializers.JSONField(help_text="the exact label set: label_ids, their hash, counts"),
+        "logs": serializers.CharField(),
+        "version": inline_serializer("TrainingRunVersion", _version_fields(), allow_null=True),
     },
 )
+REASON_MAX_LENGTH = STAGE_REASON_MAX_LENGTH
+
+
+def _body_errors(request, allowed: tuple[str, ...]) -> tuple[dict, list[dict]]:
+    """The optional JSON object body and its field errors (unknown fields, a reason that is
+    not a string or too long)."""
+    body = _require_object(request.data) if request.data not in (None, "", b"") else {}
+    errors = [{"field": name, "message": "unknown field"} for name in body if name not in allowed]
+    reason = body.get("reason")
+    if "reason" in body and not isinstance(reason, str):
+        errors.append({"field": "reason", "message": "must be a string"})
+    elif isinstance(reason, str) and len(reason) > REASON_MAX_LENGTH:
+        errors.append({"field": "reason", "message": f"at most {REASON_MAX_LENGTH} characters"})
+    return body, errors
 
 
 class TrainView(APIView):
@@ -59,12 +139,20 @@ class TrainingRunView(APIView):
     permission_classes = [HasDjangoPerm]
     required_perms = ("models_registry.view_trainingrun",)
 
-    @extend_schema(operation_id="training_run_get", responses={200: RunSerializer, 404: PROBLEM})
+    @extend_schema(
+        operation_id="training_run_get",
+        description="Everything the run holds: params, metrics (calibration included), the champion's metrics on "
+        "the same holdout, fairness, the exact label set, environment, duration, peak memory and logs; and the "
+        "version it produced with its gate results, stage and stage history.",
+        responses={200: RunDetailSerializer, 404: PROBLEM},
+    )
     def get(self, request, run_id: int):
-        run = TrainingRun.objects.select_related("predictor", "model_version").filter(pk=run_id).first()
+        run = TrainingRun.objects.select_related("predictor", "requested_by").filter(pk=run_id).first()
         if run is None:
             raise exceptions.NotFound("No such training run.")
-        return Response(run_as_dict(run))
+        version = ModelVersion.objects.select_related("predictor").filter(run=run).first()
+        history = stage_histories([version.pk]).get(version.pk, []) if version else None
+        return Response(run_as_dict(run, detail=True, version=version, history=history))
 
 
 class ModelListView(APIView):
@@ -73,33 +161,56 @@ class ModelListView(APIView):
 
     @extend_schema(
         operation_id="models_list",
+        description="Every version, newest first, with its stage and stage history (who, why, when), gate results, "
+        "serving format and a summary of its training run (no logs, no label ids).",
         responses={200: inline_serializer("ModelVersionList", {"results": serializers.ListField(child=VersionSerializer)}),
                    404: PROBLEM},
     )
     def get(self, request, slug: str):
         predictor = _predictor_or_404(slug)
-        versions = ModelVersion.objects.filter(predictor=predictor).select_related("predictor").order_by("-version")
-        return Response({"results": [version_as_dict(v) for v in versions]})
+        versions = list(
+            ModelVersion.objects.filter(predictor=predictor)
+            .select_related("predictor", "run", "run__predictor", "run__requested_by")
+            .defer("run__logs")
+            .order_by("-version")
+        )
+        histories = stage_histories(v.pk for v in versions)
+        return Response({"results": [version_as_dict(v, history=histories.get(v.pk, [])) for v in versions]})
 
 
 PromoteRequest = inline_serializer(
     "PromoteRequest",
-    {"force": serializers.BooleanField(required=False), "reason": serializers.CharField(required=False)},
+    {
+        "force": serializers.BooleanField(required=False, help_text="promote past failed or pending gates"),
+        "reason": serializers.CharField(required=False, max_length=REASON_MAX_LENGTH,
+                                        help_text="kept in the history; required with force"),
+    },
 )
+RollbackRequest = inline_serializer(
+    "RollbackRequest",
+    {"reason": serializers.CharField(required=False, max_length=REASON_MAX_LENGTH, help_text="kept in the history")},
+)
+
+
+def _version_response(pk: int) -> Response:
+    version = ModelVersion.objects.select_related("predictor", "run", "run__predictor", "run__requested_by").get(pk=pk)
+    return Response(version_as_dict(version))
 
 
 class PromoteView(APIView):
     permission_classes = [HasDjangoPerm]
     required_perms = ("models_registry.promote_modelversion",)
 
-    @extend_schema(operation_id="model_promote", request=PromoteRequest,
-                   responses={200: VersionSerializer, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM})
+    @extend_schema(
+        operation_id="model_promote",
+        description="Make the version the champion (the current one is archived). Refused with 409, naming the "
+        "gates, while a gate has failed or is pending, unless `force` with a written `reason`.",
+        request=PromoteRequest,
+        responses={200: VersionSerializer, 401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+    )
     def post(self, request, slug: str, version: int):
         predictor = _predictor_or_404(slug)
-        body = _require_object(request.data) if request.data else {}
-        errors = [{"field": name, "message": "unknown field"} for name in body if name not in ("force", "reason")]
-        if "reason" in body and not isinstance(body["reason"], str):
-            errors.append({"field": "reason", "message": "must be a string"})
+        body, errors = _body_errors(request, ("force", "reason"))
         if "force" in body and not isinstance(body["force"], bool):
             errors.append({"field": "force", "message": "must be true or false"})
         if body.get("force") is True and not (isinstance(body.get("reason"), str) and body["reason"].strip()):
@@ -114,6 +225,28 @@ class PromoteView(APIView):
                 version=target, user=request.user, reason=body.get("reason", ""), force=body.get("force", False)
             )
         except PromotionRefused as exc:
-            raise Conflict(str(exc)) from None
-        target = ModelVersion.objects.select_related("predictor").get(pk=target.pk)
-        return Response(version_as_dict(target))
+            raise Conflict(f"{slug} v{version} was not promoted: {exc}.") from None
+        return _version_response(target.pk)
+
+
+class RollbackView(APIView):
+    permission_classes = [HasDjangoPerm]
+    required_perms = ("models_registry.promote_modelversion",)
+
+    @extend_schema(
+        operation_id="predictor_rollback",
+        description="The previous champion becomes champion again, in one step; the rolled-back champion is "
+        "rejected, so a second rollback goes further back. 409 when there is nothing to roll back to.",
+        request=RollbackRequest,
+        responses={200: VersionSerializer, 401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+    )
+    def post(self, request, slug: str):
+        predictor = _predictor_or_404(slug)
+        body, errors = _body_errors(request, ("reason",))
+        if errors:
+            raise FieldValidationError(errors)
+        try:
+            restored = model_version_rollback(predictor=predictor, user=request.user, reason=body.get("reason", ""))
+        except RollbackRefused as exc:
+            raise Conflict(f"Nothing to roll back for {slug}: {exc}.") from None
+        return _version_response(restored.pk)

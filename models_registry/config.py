@@ -9,6 +9,8 @@ never silently switch it off.
       split: stratified                # or `time`: the newest labels are the holdout
       holdout_fraction: 0.25
       retrain_after_labels: 200        # train again after this many new labels (absent: never)
+      retrain_every_hours: 24          # and on a schedule, when new labels came in (absent: never)
+      seed: 42                         # the holdout split, CV folds and seeded estimators
     gates:
       min_labels: 100
       min_metrics: {accuracy: 0.8}     # higher is better
@@ -36,8 +38,29 @@ METRICS = {
 FAIRNESS_GAPS = ("demographic_parity_difference", "equalized_odds_difference")
 SPLITS = ("stratified", "time")
 MAX_GRID_SIZE = 24
-TRAINING_KEYS = ("estimator", "params", "grid", "split", "holdout_fraction", "retrain_after_labels")
+DEFAULT_HOLDOUT_FRACTION = 0.25
+DEFAULT_SEED = 42
+CV_FOLDS = 3
+TRAINING_KEYS = (
+    "estimator", "params", "grid", "split", "holdout_fraction", "retrain_after_labels", "retrain_every_hours", "seed",
+)
 GATE_KEYS = ("min_labels", "min_metrics", "max_metrics", "beat_champion", "max_fairness_gaps", "min_shadow_agreement")
+
+
+def training_settings(predictor) -> dict:
+    """The predictor's `training:` block with every default filled in (loading checked it)."""
+    block = dict(predictor.training or {})
+    kind = predictor.output_spec.get("type")
+    return {
+        "estimator": block.get("estimator") or ESTIMATOR_NAMES[kind][0],
+        "params": dict(block.get("params") or {}),
+        "grid": {k: list(v) for k, v in (block.get("grid") or {}).items()},
+        "split": block.get("split", "stratified"),
+        "holdout_fraction": float(block.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION)),
+        "retrain_after_labels": block.get("retrain_after_labels"),
+        "retrain_every_hours": block.get("retrain_every_hours"),
+        "seed": block.get("seed", DEFAULT_SEED),
+    }
 
 
 def _number(value) -> bool:
@@ -91,6 +114,38 @@ def _training_errors(training, kind: str | None, errors: list[FieldError]) -> No
         errors.append(FieldError("training.holdout_fraction", "must be a number from 0.05 to 0.5"))
     if training.get("retrain_after_labels") is not None and not _whole(training["retrain_after_labels"], 1, 10_000_000):
         errors.append(FieldError("training.retrain_after_labels", "must be a whole number of at least 1, or null"))
+    every = training.get("retrain_every_hours")
+    if every is not None and not (_number(every) and 0.25 <= every <= 24 * 366):
+        errors.append(FieldError("training.retrain_every_hours", "must be a number of hours from 0.25 to 8784, or null"))
+    if "seed" in training and not _whole(training["seed"], 0, 2**32 - 1):
+        errors.append(FieldError("training.seed", "must be a whole number from 0 to 4294967295"))
+    grid = training.get("grid", {})
+    params = training.get("params", {})
+    if isinstance(grid, dict) and isinstance(params, dict):
+        for key in sorted(set(grid) & set(params)):
+            errors.append(FieldError(f"training.grid.{key}", "is also fixed in training.params; name it in one place"))
+    if kind and not errors:
+        _hyperparameter_errors(kind, training.get("estimator") or ESTIMATOR_NAMES[kind][0], params, grid, errors)
+
+
+def _hyperparameter_errors(kind: str, estimator: str, params: dict, grid: dict, errors: list[FieldError]) -> None:
+    """Names and values the estimator itself refuses, found when the definition is loaded
+    rather than when a training run fails hours later."""
+    from .features import estimator_params_errors  # scikit-learn: loaded only when a definition is checked
+
+    problems = estimator_params_errors(kind, estimator, params)
+    for message in problems:
+        key, _, rest = message.partition(": ")
+        field = f"training.params.{key}" if key in params else "training.params"
+        errors.append(FieldError(field, rest if key in params else message))
+    if problems:
+        return
+    for key, values in grid.items():
+        for value in values:
+            problems = estimator_params_errors(kind, estimator, {**params, key: value})
+            if problems:
+                errors.append(FieldError(f"training.grid.{key}", problems[0]))
+                break
 
 
 def _gate_errors(gates, kind: str | None, has_sensitive: bool, errors: list[FieldError]) -> None:

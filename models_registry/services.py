@@ -57,13 +57,14 @@ def model_version_promote(
     with transaction.atomic():
         versions = _locked_versions(version.predictor_id)
         target = next(v for v in versions if v.pk == version.pk)
-        if target.stage == Stage.REJECTED and not force:
-            raise PromotionRefused("a rejected version cannot be promoted")
         if target.stage == Stage.CHAMPION:
             return target
         blocking = gates_blocking(target)
+        names = ", ".join(f"{g['gate']} ({'pending' if g.get('passed') is None else 'failed'})" for g in blocking)
+        if target.stage == Stage.REJECTED and not force:
+            why = f" (gates not passed: {names})" if blocking else ""
+            raise PromotionRefused(f"a rejected version cannot be promoted{why}; force it with a written reason")
         if blocking and not force:
-            names = ", ".join(f"{g['gate']} ({'pending' if g.get('passed') is None else 'failed'})" for g in blocking)
             raise PromotionRefused(f"gates not passed: {names}; force it with a written reason")
         for other in versions:
             if other.stage == Stage.CHAMPION:
@@ -100,21 +101,31 @@ def model_version_reject(*, version: ModelVersion, user=None, reason: str) -> Mo
     return target
 
 
-def model_version_rollback(*, predictor: Predictor, user=None, reason: str = "") -> ModelVersion:
+def rollback_target(versions) -> ModelVersion | None:
+    """The version a rollback would restore: the archived one most recently promoted."""
+    earlier = [v for v in versions if v.stage == Stage.ARCHIVED and v.promoted_at]
+    return max(earlier, key=lambda v: v.promoted_at) if earlier else None
+
+
+def model_version_rollback(
+    *, predictor: Predictor, user=None, reason: str = "", expected_champion: ModelVersion | None = None
+) -> ModelVersion:
     """Make the previous champion current again in one step. The champion being rolled back
     is rejected (so a second rollback goes further back, never forth); the previous one is
-    the archived version most recently promoted. Takes effect on every web worker within
-    the serving cache's lifetime (OZ_SERVING_CACHE_SECONDS)."""
+    the archived version most recently promoted. With `expected_champion` (a confirmation
+    page's), refused when the champion has changed since. Takes effect on every web worker
+    within the serving cache's lifetime (OZ_SERVING_CACHE_SECONDS)."""
     reason = (reason or "").strip() or "rolled back"
     with transaction.atomic():
         versions = _locked_versions(predictor.pk)
         current = next((v for v in versions if v.stage == Stage.CHAMPION), None)
         if current is None:
             raise RollbackRefused("there is no champion to roll back")
-        earlier = [v for v in versions if v.stage == Stage.ARCHIVED and v.promoted_at and v.pk != current.pk]
-        if not earlier:
+        if expected_champion is not None and current.pk != expected_champion.pk:
+            raise RollbackRefused(f"v{expected_champion.version} is no longer the champion (v{current.version} is)")
+        previous = rollback_target(v for v in versions if v.pk != current.pk)
+        if previous is None:
             raise RollbackRefused(f"v{current.version} is the only version that has been champion")
-        previous = max(earlier, key=lambda v: v.promoted_at)
         _stage_set(current, Stage.REJECTED, f"rolled back to v{previous.version}: {reason}", user)
         _stage_set(previous, Stage.CHAMPION, f"restored by rollback of v{current.version}: {reason}", user)
     return previous

@@ -1,18 +1,36 @@
-"""Answering with the champion model. Each version's artifact is loaded once per process
-(sha256 checked, skops allow-list applied) and kept; requests never load from storage
-after the first use of a version."""
+"""Answering with a model version. Each version is loaded once per process and kept: its
+ONNX export when it has one that passed parity (served by onnxruntime, one thread, no
+Python code loaded), else its skops artifact (with the in-code allow-list). Either way the
+served bytes' sha256 is checked first. Requests never load from storage after the first use
+of a version.
+
+A version that fails to load (sha256 mismatch, a type outside the allow-list, a missing
+file) raises to the caller, which sends the request to its fallback; it is not kept as
+loaded, and the failure is remembered for FAILURE_MEMORY_SECONDS so that storage is not
+read again on every request meanwhile."""
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from gateway.models import Predictor
 
-from .artifacts import artifact_load
+from .artifacts import artifact_bytes, artifact_load
 from .features import feature_rows
 from .models import ModelVersion, Stage
+from .onnx import OnnxModel
 
-_loaded: dict[int, object] = {}
+logger = logging.getLogger(__name__)
+
+FAILURE_MEMORY_SECONDS = 30.0
+
+_loaded: dict[tuple, object] = {}  # (pk, format, sha256) -> _SkopsServed | _OnnxServed
+_failed: dict[tuple, tuple[float, BaseException]] = {}  # key -> (retry after, error)
+_key_locks: dict[tuple, threading.Lock] = {}
 _load_lock = threading.Lock()
 
 
@@ -24,38 +42,114 @@ class ModelAnswer:
     version: int
 
 
+class _SkopsServed:
+    format = "skops"
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.classes = [str(c) for c in pipeline.classes_] if hasattr(pipeline, "classes_") else []
+
+    def predict_one(self, schema: dict, clean_input: dict, classification: bool):
+        X = feature_rows(schema, [clean_input])
+        if classification:
+            return self.pipeline.predict_proba(X)[0]
+        return self.pipeline.predict(X)[0]
+
+
+class _OnnxServed:
+    format = "onnx"
+
+    def __init__(self, model: OnnxModel):
+        self.model = model
+        self.classes = model.classes
+        self._schema = None
+        self._lock = threading.Lock()
+
+    def predict_one(self, schema: dict, clean_input: dict, classification: bool):
+        model = self.model
+        if schema is not self._schema:  # a new (or first) schema object: check and plan once
+            with self._lock:
+                model.bind(schema)
+                self._schema = schema
+        return model.run_one(clean_input)
+
+
 def champion_get(predictor: Predictor) -> ModelVersion | None:
     return (
         ModelVersion.objects.filter(predictor=predictor, stage=Stage.CHAMPION)
-        .only("id", "version", "artifact", "artifact_sha256", "schema_version")
+        .only("id", "version", "artifact", "artifact_sha256", "onnx_artifact", "onnx_sha256", "serving_format", "schema_version")
         .first()
     )
 
 
-def _pipeline(version: ModelVersion):
-    pipeline = _loaded.get(version.pk)
-    if pipeline is None:
-        with _load_lock:
-            pipeline = _loaded.get(version.pk)
-            if pipeline is None:
-                pipeline = artifact_load(name=version.artifact.name, sha256=version.artifact_sha256)
-                _loaded[version.pk] = pipeline
-    return pipeline
+def _key(version: ModelVersion) -> tuple:
+    if version.serving_format == "onnx" and version.onnx_artifact:
+        return (version.pk, "onnx", version.onnx_sha256)
+    return (version.pk, "skops", version.artifact_sha256)
+
+
+def _load(version: ModelVersion):
+    if version.serving_format == "onnx" and version.onnx_artifact:
+        data = artifact_bytes(name=version.onnx_artifact.name, sha256=version.onnx_sha256)  # tampering raises
+        try:
+            return _OnnxServed(OnnxModel(data))
+        except Exception:  # verified bytes this onnxruntime cannot run (e.g. a missing locale): serve skops
+            logger.warning("v%s: onnxruntime cannot load the ONNX export; serving the skops artifact", version.version, exc_info=True)
+    return _SkopsServed(artifact_load(name=version.artifact.name, sha256=version.artifact_sha256))
+
+
+def _served(version: ModelVersion):
+    key = _key(version)
+    served = _loaded.get(key)
+    if served is not None:
+        return served
+    with _load_lock:
+        lock = _key_locks.setdefault(key, threading.Lock())
+    with lock:  # one loader per version; other versions load in parallel
+        served = _loaded.get(key)
+        if served is not None:
+            return served
+        failure = _failed.get(key)
+        if failure is not None and time.monotonic() < failure[0]:
+            raise failure[1].with_traceback(None)
+        try:
+            served = _load(version)
+        except Exception as exc:
+            logger.warning("model v%s (pk %s) failed to load: %s", version.version, version.pk, exc)
+            _failed[key] = (time.monotonic() + FAILURE_MEMORY_SECONDS, exc)
+            raise
+        _failed.pop(key, None)
+        _loaded[key] = served
+    return served
+
+
+def served_format(version: ModelVersion) -> str:
+    """"onnx" or "skops": what actually answers for this version in this process."""
+    return _served(version).format
+
+
+def loaded_clear() -> None:
+    """Forget every loaded version and remembered failure (tests, or after a deploy)."""
+    with _load_lock:
+        _loaded.clear()
+        _failed.clear()
+        _key_locks.clear()
 
 
 def model_answer(*, predictor: Predictor, version: ModelVersion, clean_input: dict) -> ModelAnswer:
-    pipeline = _pipeline(version)
-    X = feature_rows(predictor.schema, [clean_input])
-    if predictor.is_classification:
-        proba = pipeline.predict_proba(X)[0]
-        classes = [str(c) for c in pipeline.classes_]
+    served = _served(version)
+    classification = predictor.is_classification
+    result = served.predict_one(predictor.schema, clean_input, classification)
+    if classification:
+        proba = np.asarray(result, dtype=np.float64)
+        classes = served.classes
         best = int(proba.argmax())
         scores = {label: round(float(p), 6) for label, p in zip(classes, proba, strict=True)}
         return ModelAnswer(output=classes[best], confidence=round(float(proba[best]), 6), scores=scores, version=version.version)
-    value = float(pipeline.predict(X)[0])
+    value = float(np.asarray(result).reshape(-1)[0])
     spec = predictor.output_spec
     if "minimum" in spec:
-        value = max(value, spec["minimum"])
+        value = max(value, float(spec["minimum"]))
     if "maximum" in spec:
-        value = min(value, spec["maximum"])
+        value = min(value, float(spec["maximum"]))
     return ModelAnswer(output=value, confidence=None, scores=None, version=version.version)

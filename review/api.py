@@ -39,7 +39,11 @@ TaskSerializer = inline_serializer(
         "input": serializers.JSONField(),
         "input_schema": serializers.JSONField(),
         "output_spec": serializers.JSONField(),
-        "suggestion": serializers.JSONField(allow_null=True),
+        "suggestion": serializers.JSONField(
+            allow_null=True,
+            help_text="What a machine says: {output, source, confidence, scores, model_version}. Low-confidence tasks "
+            "carry the model's answer that fell below the threshold; QA samples the rule's or model's answer.",
+        ),
         "created_at": serializers.DateTimeField(),
         "lease_expires_at": serializers.DateTimeField(allow_null=True),
         "appeal": serializers.JSONField(

@@ -88,17 +88,28 @@ def _appeal_for_reviewer(task: ReviewTask) -> dict | None:
     }
 
 
-def task_as_dict(task: ReviewTask) -> dict:
+def task_suggestion(task: ReviewTask) -> dict | None:
+    """What a machine says about the task's input, for the reviewer to weigh: the model's
+    answer stored on the task when it was not confident enough to stand (low-confidence
+    tasks), else the rule's or model's answer the prediction carries (QA samples,
+    provisional answers). None when no machine has answered."""
+    if task.suggestion:
+        return {"source": "model", **task.suggestion}
     prediction = task.prediction
-    suggestion = None
     if prediction.output is not None and prediction.source in ("model", "rule"):
-        suggestion = {
+        return {
             "output": prediction.output,
             "source": prediction.source,
             "confidence": prediction.confidence,
             "scores": prediction.scores,
             "model_version": prediction.model_version,
         }
+    return None
+
+
+def task_as_dict(task: ReviewTask) -> dict:
+    prediction = task.prediction
+    suggestion = task_suggestion(task)
     return {
         "id": task.pk,
         "kind": task.kind,

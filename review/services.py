@@ -5,7 +5,9 @@ and the demo reviewer all call these functions; none of them writes review rows 
 Lock order, everywhere: review task, then prediction, then appeal."""
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -26,6 +28,8 @@ from .models import (
     TaskStatus,
 )
 from .selectors import claimable_tasks
+
+logger = logging.getLogger(__name__)
 
 
 class TaskConflict(Exception):
@@ -267,4 +271,16 @@ def label_record(
             old.superseded_by = label
             old._history_user = created_by
             old.save(update_fields=["superseded_by"])
+    if (prediction.predictor.training or {}).get("retrain_after_labels"):
+        # Enough new labels start a training run, once this label is committed.
+        transaction.on_commit(partial(_retrain_check, prediction.predictor_id), robust=True)
     return label
+
+
+def _retrain_check(predictor_id: int) -> None:
+    from models_registry.training import retrain_after_labels_check
+
+    try:
+        retrain_after_labels_check(predictor_id=predictor_id)
+    except Exception:  # the label is stored; a failed trigger must not fail its request
+        logger.exception("the label-threshold training trigger failed for predictor %s", predictor_id)

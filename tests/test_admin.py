@@ -15,7 +15,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from gateway.answers import prediction_answer
 from gateway.models import AnswerSource, ApiClient, ApiKey, Prediction, RoutingPolicy, UserToken, WebhookDelivery
-from gateway.services import prediction_create
+from gateway.services import prediction_create, routing_update
 from models_registry.models import ModelVersion, Stage, TrainingRun
 from models_registry.training import training_run_execute
 from review.services import review_task_claim_next, review_task_decide
@@ -106,14 +106,57 @@ def test_routing_form_shows_the_service_refusal_as_a_field_error(loan, otto_clie
     assert (loan.routing.mode, loan.routing.version) == ("human", 1)
 
 
-def test_history_is_read_only(loan, otto_client):
+def test_history_revert_goes_through_the_service(loan, otto_client, otto):
+    routing_update(predictor=loan, changes={"mode": "model", "fallback": "rule"}, user=otto, reason="try the model")
+    record = loan.routing.history.get(version=1)
+    url = reverse("admin:gateway_routingpolicy_simple_history", args=[loan.routing.pk, record.history_id])
+    page = otto_client.get(url)
+    assert page.status_code == 200
+    assert page.context["adminform"].form.instance.mode == "human"  # the form shows v1's values
+    # Reverting saves v1's values as a new version, through routing_update: audited, never a rewrite.
+    form = {"fallback": "rule", "human_sla_seconds": "", "mode": "human", "canary_percent": "", "qa_sample_percent": "",
+            "confidence_threshold": "", "max_queue_depth": "", "reason": "", "_save": "Save"}
+    assert otto_client.post(url, form).status_code == 302
+    loan.routing.refresh_from_db()
+    assert (loan.routing.mode, loan.routing.version) == ("human", 3)
+    latest = loan.routing.history.latest("history_date")
+    assert (latest.history_user, latest.history_change_reason) == (otto, "reverted to v1")
+
+
+def test_history_revert_needs_the_change_permission(loan, client):
+    viewer = get_user_model().objects.create_user("vic", password="pw-vic-123", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_routingpolicy"))
+    client.force_login(viewer)
     record = loan.routing.history.earliest("history_date")
     url = reverse("admin:gateway_routingpolicy_simple_history", args=[loan.routing.pk, record.history_id])
-    assert otto_client.get(url).status_code == 200
-    # simple_history's revert form would save the old row directly, skipping routing_update.
-    assert otto_client.post(url, {"fallback": "rule", "human_sla_seconds": "", "mode": "model"}).status_code == 403
+    assert client.post(url, {"fallback": "rule", "human_sla_seconds": "", "mode": "model"}).status_code == 403
     loan.routing.refresh_from_db()
     assert (loan.routing.mode, loan.routing.version) == ("human", 1)
+
+
+def test_kill_switch_sends_everything_to_humans_and_is_audited(loan, otto_client, otto):
+    routing_update(predictor=loan, changes={"mode": "rule", "canary_percent": 30.0}, user=otto, reason="canary")
+    response = otto_client.post(
+        _admin_url(RoutingPolicy, "changelist"), {"action": "kill_switch_human", "_selected_action": [loan.routing.pk]}, follow=True
+    )
+    loan.routing.refresh_from_db()
+    assert (loan.routing.mode, loan.routing.canary_percent, loan.routing.version) == ("human", 0.0, 3)
+    latest = loan.routing.history.latest("history_date")
+    assert (latest.history_user, latest.history_change_reason) == (otto, "kill switch: human reviewers")
+    assert any("no model answers" in m for m in _messages(response))
+    # Every request now goes to the queue: none is answered by the (canary) model or the rules.
+    prediction, _ = prediction_create(predictor=loan, policy=loan.routing, client=None, clean_input=factories.loan_input(amount=3000))
+    assert prediction.status == "pending" and prediction.route["mode"] == "human"
+
+
+def test_kill_switch_needs_the_change_permission(loan, client):
+    viewer = get_user_model().objects.create_user("vic", password="pw-vic-123", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_routingpolicy"))
+    client.force_login(viewer)
+    routing_update(predictor=loan, changes={"mode": "rule"})
+    client.post(_admin_url(RoutingPolicy, "changelist"), {"action": "kill_switch_human", "_selected_action": [loan.routing.pk]})
+    loan.routing.refresh_from_db()
+    assert loan.routing.mode == "rule"
 
 
 # --- model versions and training runs ---------------------------------------------------------

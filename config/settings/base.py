@@ -183,6 +183,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "review.tasks.lease_sweep",
         "schedule": timedelta(seconds=env.int("OZ_LEASE_SWEEP_SECONDS", default=60)),
     },
+    "re-evaluate-shadow-gates": {
+        "task": "models_registry.tasks.shadow_gates_sweep",
+        "schedule": timedelta(seconds=env.int("OZ_SHADOW_GATES_SWEEP_SECONDS", default=300)),
+    },
 }
 
 # Oz's own knobs.
@@ -209,4 +213,26 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("OZ_LOG_LEVEL", default="INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
+}
+
+# /predict keeps each predictor, its routing flag and live model versions in a per-process
+# cache this long (seconds); routing and stage changes reach every web worker within it.
+OZ_SERVING_CACHE_SECONDS = env.float("OZ_SERVING_CACHE_SECONDS", default=2)
+
+# Training runs (models_registry.training): a running run beats every HEARTBEAT_SECONDS;
+# the reaper (beat, every REAP_SECONDS) fails one silent for HEARTBEAT_TIMEOUT seconds, and
+# one still queued after QUEUED_TIMEOUT (the outbox sweeper re-sends queued runs until then).
+OZ_TRAINING_HEARTBEAT_SECONDS = env.float("OZ_TRAINING_HEARTBEAT_SECONDS", default=5.0)
+OZ_TRAINING_HEARTBEAT_TIMEOUT = env.int("OZ_TRAINING_HEARTBEAT_TIMEOUT", default=120)
+OZ_TRAINING_QUEUED_TIMEOUT = env.int("OZ_TRAINING_QUEUED_TIMEOUT", default=6 * 3600)
+OZ_TRAINING_LABEL_CHUNK = env.int("OZ_TRAINING_LABEL_CHUNK", default=2000)
+# The code version a run records; the git commit when unset and the tree is a git checkout.
+OZ_CODE_VERSION = env("OZ_CODE_VERSION", default="")
+CELERY_BEAT_SCHEDULE["reap-dead-training-runs"] = {
+    "task": "models_registry.tasks.training_runs_reap",
+    "schedule": timedelta(seconds=env.int("OZ_TRAINING_REAP_SECONDS", default=60)),
+}
+CELERY_BEAT_SCHEDULE["scheduled-training"] = {
+    "task": "models_registry.tasks.training_schedule_sweep",
+    "schedule": timedelta(seconds=env.int("OZ_TRAINING_SCHEDULE_SWEEP_SECONDS", default=300)),
 }

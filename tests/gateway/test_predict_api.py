@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 
 from gateway.models import Prediction, WebhookDelivery
+from gateway.services import routing_update
 from review.models import Label, ReviewTask
 from review.services import review_task_claim_next, review_task_decide
 from tests import factories
@@ -212,12 +213,15 @@ def test_rule_mode_answers_200_with_the_rule_outcome(predict, rule_mode, data, o
     assert Prediction.objects.get(pk=body["id"]).output == output
 
 
-def test_model_mode_without_a_champion_goes_to_reviewers(predict, model_mode):
+def test_model_mode_without_a_champion_goes_to_reviewers(predict, loan):
+    policy = routing_update(predictor=loan, changes={"mode": "model", "fallback": "human"})
     response = predict({"input": factories.loan_input()})
     assert response.status_code == 202
     body = response.json()
     assert body["status"] == "pending"
-    assert body["route"] == {"mode": "model", "reason": "no_model", "policy_version": model_mode.version}
+    assert body["route"]["mode"] == "model"
+    assert body["route"]["reason"] == "no_model"
+    assert body["route"]["policy_version"] == policy.version
     task = ReviewTask.objects.get()
     assert str(task.prediction_id) == body["id"]
     assert "no champion" in task.reason

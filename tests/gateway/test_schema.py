@@ -77,7 +77,10 @@ def _rules(rules: list):
         (_set(["output", "minimum"], 0), "output.minimum"),
         (_set(["routing", "fallback"], "model"), "routing.fallback"),
         (_set(["routing", "human_sla_seconds"], -5), "routing.human_sla_seconds"),
-        (_set(["routing", "canary_percent"], 5), "routing.canary_percent"),
+        (_set(["routing", "canary_percent"], 150), "routing.canary_percent"),
+        (_set(["routing", "confidence_threshold"], 1.5), "routing.confidence_threshold"),
+        (_set(["routing", "max_queue_depth"], "deep"), "routing.max_queue_depth"),
+        (_set(["routing", "mirror"], True), "routing.mirror"),
         (_set(["reviews_required"], 0), "reviews_required"),
         (_set(["appeal_window_days"], "30"), "appeal_window_days"),
         # slug

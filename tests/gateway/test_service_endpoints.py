@@ -23,6 +23,7 @@ API_PATHS = {
     "/predictors/{slug}/train": {"post"},
     "/predictors/{slug}/models": {"get"},
     "/predictors/{slug}/models/{version}/promote": {"post"},
+    "/predictors/{slug}/rollback": {"post"},
     "/training-runs/{run_id}": {"get"},
     "/review/claim": {"post"},
     "/review/tasks/{task_id}/decision": {"post"},

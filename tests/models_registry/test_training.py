@@ -100,13 +100,18 @@ def test_tampered_artifact_is_refused_and_requests_fall_back_to_humans(loan, cli
     _labels(loan, 80)
     version = _train(loan).model_version
     model_version_promote(version=version)
-    routing_update(predictor=loan, changes={"mode": "model"})
-    with default_storage.open(version.artifact.name, "rb") as handle:
-        data = bytearray(handle.read())
-    data[-10] ^= 0xFF
-    default_storage.delete(version.artifact.name)
-    default_storage.save(version.artifact.name, __import__("io").BytesIO(bytes(data)))
-    serving._loaded.clear()
+    routing_update(predictor=loan, changes={"mode": "model", "fallback": "human"})
+    # Tamper with whatever this version serves from (the ONNX export when it has one).
+    served = [(version.artifact.name, version.artifact_sha256)]
+    if version.serving_format == "onnx":
+        served.append((version.onnx_artifact.name, version.onnx_sha256))
+    for name, _ in served:
+        with default_storage.open(name, "rb") as handle:
+            data = bytearray(handle.read())
+        data[-10] ^= 0xFF
+        default_storage.delete(name)
+        default_storage.save(name, __import__("io").BytesIO(bytes(data)))
+    serving.loaded_clear()
     with pytest.raises(ArtifactIntegrityError):
         artifact_load(name=version.artifact.name, sha256=version.artifact_sha256)
     response = client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json")

@@ -40,6 +40,32 @@ class Command(BaseCommand):
         summary = run_as_dict(run)
         if run.status == TrainingRun.Status.FAILED:
             raise CommandError(f"run {run.pk} failed: {run.error.splitlines()[0] if run.error else 'unknown error'}")
-        self.stdout.write(json.dumps({k: summary[k] for k in ("id", "status", "model_version", "metrics", "dataset")}, indent=2))
-        self.stdout.write(f"model version {summary['model_version']} registered as a candidate; "
-                          f"promote it with: manage.py promote {slug} {summary['model_version']}")
+        params = summary["params"] or {}
+        metrics = {k: v for k, v in (summary["metrics"] or {}).items() if k != "calibration"}
+        champion = {k: v for k, v in (summary["champion_metrics"] or {}).items() if k != "calibration"}
+        fairness = summary["fairness"] or {}
+        shown = {
+            "id": summary["id"],
+            "status": summary["status"],
+            "model_version": summary["model_version"],
+            "estimator": summary["estimator"],
+            "chosen_params": params.get("chosen_params"),
+            "grid_best_score": (params.get("grid_search") or {}).get("best_score"),
+            "split": params.get("split"),
+            "metrics": metrics,
+            "champion_metrics": champion or None,
+            "fairness_gaps": {k: fairness.get(k) for k in ("demographic_parity_difference", "equalized_odds_difference")}
+            if fairness else None,
+            "dataset": {k: summary["dataset"].get(k) for k in ("n_labels", "n_train", "n_holdout", "label_ids_sha256", "class_counts")},
+            "duration_seconds": summary["duration_seconds"],
+            "peak_memory_bytes": summary["peak_memory_bytes"],
+            "gates_passed": summary.get("gates_passed"),
+        }
+        self.stdout.write(json.dumps(shown, indent=2))
+        version = run.model_version
+        version.refresh_from_db()
+        if version.stage == "candidate":
+            self.stdout.write(f"model version {version.version} registered as a candidate; "
+                              f"promote it with: manage.py promote {slug} {version.version}")
+        else:
+            self.stdout.write(f"model version {version.version} registered; its gates made it {version.stage}: {version.stage_reason}")

@@ -1,0 +1,213 @@
+"""Two real web server processes (gunicorn) on the test PostgreSQL database: a change made
+through one — the routing kill switch, a promotion, a rollback — is served by the other
+within 5 seconds, without a restart. Each process keeps its own serving cache
+(OZ_SERVING_CACHE_SECONDS); this is the proof that the cache never outlives the promise."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.urls import Resolver404, resolve
+
+from gateway.demo import SyntheticPredictor
+from gateway.models import Predictor
+from gateway.services import routing_update
+from models_registry.models import ModelVersion, TrainingRun
+from models_registry.services import model_version_promote
+from models_registry.training import training_run_execute
+from review.models import Label
+from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
+PROPAGATION_SECONDS = 5
+GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _database_url() -> str:
+    db = connection.settings_dict  # the test database (test_<name>) while the test runs
+    user = quote(db["USER"] or "", safe="")
+    password = quote(db["PASSWORD"] or "", safe="")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    return f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Server:
+    def __init__(self, name: str, env: dict, log_dir: Path):
+        self.name = name
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        command = [str(GUNICORN) if GUNICORN.exists() else "gunicorn", "config.wsgi:application",
+                   "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "4", "--timeout", "60"]
+        self.log_path = log_dir / f"server-{name}.log"
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server {self.name} exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"server {self.name} did not come up")
+
+    def call(self, method: str, path: str, body=None, auth: str = "") -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if auth:
+            request.add_header("Authorization", auth)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def _trained(loan, seed: int) -> ModelVersion:
+    world = SyntheticPredictor(loan.schema, loan.output_spec)
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(80):
+        data = world.input(rng)
+        rows.append(Label(predictor=loan, schema_version=1, input=data, target=world.truth(data), source="import"))
+    Label.objects.bulk_create(rows)
+    run = training_run_execute(run_id=TrainingRun.objects.create(predictor=loan).pk)
+    assert run.status == "succeeded", run.error
+    return run.model_version
+
+
+def _until(check, what: str) -> float:
+    """Poll `check` until it returns true; the seconds it took (at most PROPAGATION_SECONDS)."""
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < PROPAGATION_SECONDS:
+        last = check()
+        if last is True:
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {PROPAGATION_SECONDS} s (last: {last})")
+
+
+def _has_route(path: str) -> bool:
+    try:
+        resolve(path)
+    except Resolver404:
+        return False
+    return True
+
+
+@pytest.fixture
+def servers(transactional_db, tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": _database_url(),
+        "DATABASE_CONN_MAX_AGE": "0",
+        "OZ_MEDIA_ROOT": settings.MEDIA_ROOT,  # the artifacts this test trains
+        "OZ_SERVING_CACHE_SECONDS": "2",
+        "OZ_THROTTLE_CLIENT": "1000000/min",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PYTHONPATH": str(ROOT),
+    }
+    started = [Server("A", env, tmp_path), Server("B", env, tmp_path)]
+    try:
+        for server in started:
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(sys.platform == "win32", reason="gunicorn is POSIX only")
+def test_changes_through_one_process_reach_the_other_within_five_seconds(servers):
+    a, b = servers
+    loan = factories.loan_predictor()
+    _, key = factories.api_client_with_key()
+    _, operator_token = factories.operator_with_token()
+    first = model_version_promote(version=_trained(loan, seed=3))
+    second = _trained(loan, seed=5)
+    routing_update(predictor=loan, changes={"mode": "model"})
+    client, operator = f"Bearer {key}", f"Token {operator_token}"
+
+    def predict_on_b() -> tuple[int, dict]:
+        return b.call("POST", "/predict/loan-approval", {"input": factories.loan_input()}, auth=client)
+
+    # B answers with the model, and its cache is warm.
+    _until(lambda: predict_on_b()[0] == 200, "B answering with the model")
+    status, body = predict_on_b()
+    assert status == 200 and body["source"] == "model" and body["model_version"] == first.version
+
+    # 1. The kill switch, through A: B sends requests to the humans within 5 s.
+    status, routing = a.call("PATCH", "/predictors/loan-approval/routing", {"mode": "human", "reason": "kill switch"},
+                             auth=operator)
+    assert status == 200 and routing["mode"] == "human"
+
+    def b_routes_to_humans():
+        status, body = predict_on_b()
+        return (status == 202 and body["route"]["mode"] == "human" and body["route"]["policy_version"] == routing["version"]) \
+            or (status, body.get("route"))
+
+    _until(b_routes_to_humans, "B routing to humans after the kill switch")
+
+    # Back to the model (and B's cache warm again) before the promotion.
+    status, _ = a.call("PATCH", "/predictors/loan-approval/routing", {"mode": "model"}, auth=operator)
+    assert status == 200
+    _until(lambda: predict_on_b()[0] == 200, "B answering with the model again")
+
+    # 2. A promotion through A: B serves the new version within 5 s.
+    status, promoted = a.call("POST", f"/predictors/loan-approval/models/{second.version}/promote",
+                              {"force": True, "reason": "two-process test"}, auth=operator)
+    assert status == 200, promoted
+    assert ModelVersion.objects.get(pk=second.pk).stage == "champion"
+
+    def b_serves(version):
+        def check():
+            status, body = predict_on_b()
+            return (status == 200 and body["model_version"] == version) or (status, body.get("model_version"))
+        return check
+
+    _until(b_serves(second.version), f"B serving v{second.version} after the promotion")
+
+    # 3. A rollback through A, where the API has it: B serves the earlier champion again.
+    if not _has_route("/predictors/loan-approval/rollback"):
+        return
+    status, restored = a.call("POST", "/predictors/loan-approval/rollback", {"reason": "two-process test"}, auth=operator)
+    assert status == 200, restored
+    assert restored.get("version", first.version) == first.version
+    _until(b_serves(first.version), f"B serving v{first.version} after the rollback")
+    assert Predictor.objects.get(pk=loan.pk).routing.mode == "model"
