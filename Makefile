@@ -15,10 +15,11 @@ REQUIREMENTS := requirements.txt requirements-dev.txt
 REQ_SHA := $(shell cat $(REQUIREMENTS) 2>/dev/null | sha256sum | cut -c1-16)
 VENV_STAMP := $(VENV)/.installed-$(REQ_SHA)
 
-.PHONY: help venv run test lint bench clean
+.PHONY: help venv run demo test lint bench clean
 
 help:
 	@echo "make run    - migrate, load predictors/, create demo users, serve http://$(HOST):$(PORT) (SQLite, Celery eager)"
+	@echo "make demo   - play the whole loop on loan-approval in a fresh demo database (demo.sqlite3); then make run DEMO=1"
 	@echo "make test   - pytest against a throwaway PostgreSQL + Redis (PYTEST_ARGS=\"-k foo\")"
 	@echo "make lint   - ruff check"
 	@echo "make bench  - run bench/run.py (BENCH_ARGS=...)"
@@ -41,6 +42,21 @@ run: export CELERY_TASK_ALWAYS_EAGER := true
 run: venv
 	$(VPY) manage.py migrate --noinput
 	$(VPY) manage.py load_predictors predictors/
+	$(VPY) manage.py bootstrap_demo --host $(HOST):$(PORT)
+	exec $(VPY) manage.py runserver $(HOST):$(PORT)
+
+# The scenario needs a predictor with no history: it gets its own database, new each time,
+# and then serves it so the admin shows what happened (same logins as `make run`).
+DEMO_DB := $(CURDIR)/demo.sqlite3
+DEMO_ARGS ?=
+demo: export DJANGO_SETTINGS_MODULE := config.settings.local
+demo: export CELERY_TASK_ALWAYS_EAGER := true
+demo: export DATABASE_URL := sqlite:///$(DEMO_DB)
+demo: venv
+	rm -f $(DEMO_DB)
+	$(VPY) manage.py migrate --noinput
+	$(VPY) manage.py load_predictors predictors/
+	$(VPY) manage.py demo_traffic loan-approval --scenario $(DEMO_ARGS)
 	$(VPY) manage.py bootstrap_demo --host $(HOST):$(PORT)
 	exec $(VPY) manage.py runserver $(HOST):$(PORT)
 

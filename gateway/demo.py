@@ -2,12 +2,16 @@
 ground-truth function of those inputs that the simulated reviewer answers from.
 
 The ground truth is a fixed, seeded linear score over the input fields, so a model trained
-on the reviewer's labels can learn it, and its accuracy on fresh traffic says something."""
+on the reviewer's labels can learn it, and its accuracy on fresh traffic says something.
+Fields named in `blind_to` (the predictor's sensitive attribute, in the demos) carry no
+weight: the truth is the same for every group, so a gap a model shows between groups is
+noise or bias it learned from its labels."""
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 WORDS = (
     "steady growing seasonal new established family online local export import café bakery "
@@ -20,6 +24,7 @@ class SyntheticPredictor:
     schema: dict
     output_spec: dict
     seed: int = 7
+    blind_to: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
         rng = random.Random(self.seed)
@@ -32,6 +37,8 @@ class SyntheticPredictor:
                 self.weights[name] = {c: rng.uniform(-1, 1) for c in spec["choices"]}
             else:
                 self.weights[name] = {w: rng.uniform(-0.3, 0.3) for w in WORDS}
+            if name in self.blind_to:  # drawn all the same, so the other weights stay put
+                self.weights[name] = 0.0 if not isinstance(self.weights[name], dict) else dict.fromkeys(self.weights[name], 0.0)
 
     # -- inputs ---------------------------------------------------------------------------
     def _number(self, spec, rng) -> float:
@@ -94,3 +101,33 @@ class SyntheticPredictor:
         low = self.output_spec.get("minimum", 0.0)
         high = self.output_spec.get("maximum", 100.0)
         return round(low + (high - low) / (1 + math.exp(-score)), 3)
+
+
+def queue_work(panel: list, answer: Callable[[object, dict], object]) -> int:
+    """The simulated reviewers work the queue in turn until none of them finds a task (a
+    consensus task needs that many different people). `answer(reviewer, input)` gives each
+    one's answer. Returns how many decisions were made."""
+    from review.services import review_task_claim_next, review_task_decide
+
+    decided = turn = idle = 0
+    while panel and idle < len(panel):
+        reviewer = panel[turn % len(panel)]
+        turn += 1
+        task = review_task_claim_next(reviewer=reviewer)
+        if task is None:
+            idle += 1
+            continue
+        idle = 0
+        review_task_decide(task_id=task.pk, reviewer=reviewer, output=answer(reviewer, task.prediction.input),
+                           note="simulated reviewer")
+        decided += 1
+    return decided
+
+
+def reviewer_panel(predictor, name: str) -> list:
+    """Simulated reviewers enough for the predictor's consensus (and one more to adjudicate)."""
+    from .roles import REVIEWERS
+    from .services import person_create
+
+    size = predictor.reviews_required + (1 if predictor.reviews_required > 1 else 0)
+    return [person_create(username=name if i == 0 else f"{name}-{i + 1}", group=REVIEWERS)[0] for i in range(size)]

@@ -195,6 +195,21 @@ def _stage_follow_gates(target: ModelVersion, results: list[dict], passed: bool 
             logger.warning("auto-promotion of %s refused: %s", target, exc)
 
 
+def shadow_gates_after_label(*, prediction_id) -> int:
+    """A human decided a request some waiting versions answered in shadow: weigh their
+    shadow gates now. Returns how many versions were evaluated (usually none or one)."""
+    waiting = ModelVersion.objects.filter(
+        shadow_predictions__prediction_id=prediction_id,
+        stage__in=[Stage.CANDIDATE, Stage.CHALLENGER],
+        gates_passed__isnull=True,
+    ).only("pk")
+    evaluated = 0
+    for version in list(waiting):
+        version_gates_apply(version=version)
+        evaluated += 1
+    return evaluated
+
+
 def shadow_gates_sweep() -> dict:
     """Re-evaluate every candidate and challenger whose shadow-agreement gate is pending
     (beat runs this): enough agreement promotes (auto_promote) or leaves it for an operator,

@@ -612,6 +612,7 @@ def _fairness(predictor, inputs_test, y_test, predicted) -> dict:
         y_true=y_test,
         y_pred=predicted,
         groups=[row.get(attribute) for row in inputs_test],
+        min_group_size=settings.OZ_FAIRNESS_MIN_GROUP_SIZE,
     )
     logger.info(
         "fairness by %s: demographic parity difference %s, equalized odds difference %s",

@@ -274,7 +274,20 @@ def label_record(
     if (prediction.predictor.training or {}).get("retrain_after_labels"):
         # Enough new labels start a training run, once this label is committed.
         transaction.on_commit(partial(_retrain_check, prediction.predictor_id), robust=True)
+    if (prediction.route or {}).get("shadow"):
+        # A decision on a shadowed request is evidence for a waiting shadow gate: weigh it now
+        # rather than at the next beat sweep.
+        transaction.on_commit(partial(_shadow_gates_check, prediction.pk), robust=True)
     return label
+
+
+def _shadow_gates_check(prediction_id) -> None:
+    from models_registry.gates import shadow_gates_after_label
+
+    try:
+        shadow_gates_after_label(prediction_id=prediction_id)
+    except Exception:  # the label is stored; the beat sweep weighs the gate later
+        logger.exception("the shadow gate check after a label failed for prediction %s", prediction_id)
 
 
 def _retrain_check(predictor_id: int) -> None:

@@ -13,8 +13,13 @@ from gateway.services import api_client_create, person_create
 DEMO_PREDICTORS = Path(settings.BASE_DIR) / "predictors"
 
 
-def loan_predictor() -> Predictor:
+def loan_predictor(*, registry_blocks: bool = False) -> Predictor:
+    """The shipped demo predictor. Its training, gates and auto_promote blocks are set for the
+    demo scenario (a retrain every 100 labels, gates that promote by themselves); a test gets
+    them only with `registry_blocks`, and otherwise sets what it tests."""
     predictors_load(DEMO_PREDICTORS / "loan-approval.yaml")
+    if not registry_blocks:
+        Predictor.objects.filter(slug="loan-approval").update(training={}, gates={}, auto_promote=False)
     return Predictor.objects.select_related("routing").get(slug="loan-approval")
 
 

@@ -197,6 +197,9 @@ OZ_WEBHOOK_MAX_ATTEMPTS = env.int("OZ_WEBHOOK_MAX_ATTEMPTS", default=8)
 # Webhooks to loopback/private addresses are refused unless this is on (local and tests).
 OZ_WEBHOOK_ALLOW_PRIVATE = env.bool("OZ_WEBHOOK_ALLOW_PRIVATE", default=False)
 OZ_MIN_TRAINING_LABELS = env.int("OZ_MIN_TRAINING_LABELS", default=20)
+# Fairness gaps count only groups with at least this many holdout rows (smaller ones are
+# reported, not compared: a rate over a handful of rows is noise).
+OZ_FAIRNESS_MIN_GROUP_SIZE = env.int("OZ_FAIRNESS_MIN_GROUP_SIZE", default=10)
 OZ_ARTIFACT_PREFIX = "models"
 OZ_PUBLIC_BASE_URL = env("OZ_PUBLIC_BASE_URL", default="")
 # Secret for deriving appeal links (defaults to SECRET_KEY; set it to rotate them apart).

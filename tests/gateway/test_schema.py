@@ -191,8 +191,17 @@ def test_number_output_definition():
     definition = mutated(lambda d: d.update(
         output={"type": "number", "minimum": 0, "maximum": 1, "unit": "probability"},
         rules=[{"when": {"amount": {"lt": 100}}, "then": 0.5}, {"default": 2}],
+        training={"estimator": "ridge"}, gates={"max_metrics": {"rmse": 0.2}},
     ))
     assert errors_of(definition) == {"rules[1].default": "must be at most 1"}
+
+
+def test_training_and_gates_must_suit_the_output_type():
+    # The demo's classification blocks do not fit a number output: each is named.
+    definition = mutated(lambda d: d.update(output={"type": "number", "minimum": 0, "maximum": 1}))
+    errors = errors_of(definition)
+    assert errors["training.estimator"].startswith("must be one of: ridge")
+    assert errors["gates.min_metrics.accuracy"].startswith("unknown metric")
 
 
 # ---------------------------------------------------------------------------------------

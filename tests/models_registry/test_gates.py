@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.models import Predictor
-from gateway.services import prediction_create
+from gateway.services import prediction_create, routing_update
 from models_registry.gates import AUTO_PROMOTE_REASON, shadow_gates_sweep, version_gates_apply
 from models_registry.models import ModelVersion, ShadowPrediction, Stage, TrainingRun
 from models_registry.services import PromotionRefused, gates_blocking, model_version_promote
@@ -173,6 +173,25 @@ def test_pending_shadow_gate_makes_a_challenger_then_the_sweep_promotes(loan):
     assert champion.stage == Stage.ARCHIVED
     # Nothing left pending: the sweep has nothing to do.
     assert shadow_gates_sweep()["evaluated"] == 0
+
+
+def test_a_reviewer_decision_on_a_shadowed_request_weighs_the_gate_at_once(loan, reviewer, django_capture_on_commit_callbacks):
+    from review.services import review_task_claim_next, review_task_decide
+
+    _gates(loan, {"min_shadow_agreement": {"rate": 0.5, "min_requests": 1}}, auto_promote=True)
+    version = version_gates_apply(version=_version(loan, 1))
+    assert version.stage == Stage.CHALLENGER
+    routing_update(predictor=loan, changes={"shadow": True})
+    loan.routing.refresh_from_db()
+    prediction, _ = prediction_create(predictor=loan, policy=loan.routing, client=None, clean_input=factories.loan_input())
+    assert prediction.route["shadow"] == [1]
+    ShadowPrediction.objects.get_or_create(prediction=prediction, model_version=version,
+                                           defaults={"output": "refer", "confidence": 0.9})
+    task = review_task_claim_next(reviewer=reviewer[0])
+    with django_capture_on_commit_callbacks(execute=True):
+        review_task_decide(task_id=task.pk, reviewer=reviewer[0], output="refer")
+    version.refresh_from_db()  # no sweep ran: the decision itself promoted it
+    assert (version.stage, version.stage_reason) == (Stage.CHAMPION, AUTO_PROMOTE_REASON)
 
 
 def test_enough_agreement_without_auto_promote_leaves_it_for_the_operator(loan):

@@ -202,7 +202,27 @@ def test_time_split_holds_out_the_newest_labels(loan):
     assert run.dataset["holdout_created_from"] > run.dataset["train_created_until"]
 
 
-def test_fairness_matches_fairlearn_on_the_same_holdout(loan):
+def test_groups_too_small_to_compare_are_reported_but_left_out_of_the_gaps():
+    from models_registry.fairness import fairness_report
+
+    # Two big groups with equal selection rates, and a group of two nobody is selected in.
+    groups = ["a"] * 20 + ["b"] * 20 + ["c"] * 2
+    y_pred = (["approve"] * 10 + ["refer"] * 10) * 2 + ["refer", "refer"]
+    y_true = list(y_pred)
+    counted = fairness_report(attribute="g", favourable="approve", y_true=y_true, y_pred=y_pred, groups=groups,
+                              min_group_size=10)
+    assert counted["demographic_parity_difference"] == 0.0
+    assert counted["by_group"]["c"] == {**counted["by_group"]["c"], "count": 2, "selection_rate": 0.0, "in_gaps": False}
+    everyone = fairness_report(attribute="g", favourable="approve", y_true=y_true, y_pred=y_pred, groups=groups)
+    assert everyone["demographic_parity_difference"] == 0.5
+    # Fewer than two groups big enough: not measured, so a fairness gate fails, never passes blind.
+    alone = fairness_report(attribute="g", favourable="approve", y_true=y_true, y_pred=y_pred, groups=groups,
+                            min_group_size=21)
+    assert alone["demographic_parity_difference"] is None
+
+
+def test_fairness_matches_fairlearn_on_the_same_holdout(loan, settings):
+    settings.OZ_FAIRNESS_MIN_GROUP_SIZE = 1  # every group compared, as fairlearn does
     assert loan.sensitive_attribute == "sector"
     _labels(loan, 240, seed=3)
     run = _train(loan)

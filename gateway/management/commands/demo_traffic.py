@@ -4,12 +4,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
-from gateway.demo import SyntheticPredictor
+from gateway.demo import SyntheticPredictor, queue_work, reviewer_panel
 from gateway.models import ApiClient, Prediction, Predictor
-from gateway.roles import REVIEWERS
 from gateway.schema import input_validate
-from gateway.services import api_client_create, person_create, prediction_create
-from review.services import review_task_claim_next, review_task_decide
+from gateway.services import api_client_create, prediction_create
 
 DEMO_CLIENT = "demo-traffic"
 DEMO_REVIEWER = "demo-reviewer-bot"
@@ -27,25 +25,28 @@ class Command(BaseCommand):
         parser.add_argument("--simulate-reviewer", action="store_true")
         parser.add_argument("--mistake-rate", type=float, default=0.0, help="share of reviewer answers that are wrong")
         parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument(
+            "--scenario", action="store_true",
+            help="play the whole loop, told as it happens: cold start, automatic retrain, shadow, canary, model mode, "
+            "rollback, and an unfair model stopped by the fairness gate (needs a fresh database)",
+        )
+        parser.add_argument("--pause", type=float, default=0.0, help="with --scenario: seconds to wait between steps")
 
-    def handle(self, *args, slug, n, simulate_reviewer, mistake_rate, seed, **options):
+    def handle(self, *args, slug, n, simulate_reviewer, mistake_rate, seed, scenario, pause, **options):
         predictor = Predictor.objects.select_related("routing").filter(slug=slug).first()
         if predictor is None:
             raise CommandError(f"no predictor named {slug!r}")
+        if scenario:
+            return self._scenario(predictor, seed=8 if seed is None else seed, pause=pause)
         if n < 1:
             raise CommandError("--n must be at least 1")
         rng = random.Random(seed)
-        world = SyntheticPredictor(predictor.schema, predictor.output_spec)
+        # The hidden truth never looks at the sensitive attribute: any gap between groups a
+        # model shows is noise, or bias it learned from its labels.
+        blind = (predictor.sensitive_attribute,) if predictor.sensitive_attribute else ()
+        world = SyntheticPredictor(predictor.schema, predictor.output_spec, blind_to=blind)
         client = ApiClient.objects.filter(name=DEMO_CLIENT).first() or api_client_create(name=DEMO_CLIENT)[0]
-        # Consensus needs that many different people, and an adjudication one more.
-        panel = (
-            [
-                person_create(username=DEMO_REVIEWER if i == 0 else f"{DEMO_REVIEWER}-{i + 1}", group=REVIEWERS)[0]
-                for i in range(predictor.reviews_required + (1 if predictor.reviews_required > 1 else 0))
-            ]
-            if simulate_reviewer
-            else []
-        )
+        panel = reviewer_panel(predictor, DEMO_REVIEWER) if simulate_reviewer else []
         started = time.monotonic()
         correct = answered_now = 0
         for _ in range(n):
@@ -58,21 +59,14 @@ class Command(BaseCommand):
             if prediction.output is not None:
                 answered_now += 1
                 correct += prediction.output == world.truth(clean)
-        decided = 0
-        turn = idle = 0
-        while panel and idle < len(panel):  # round robin until nobody on the panel finds work
-            reviewer = panel[turn % len(panel)]
-            turn += 1
-            task = review_task_claim_next(reviewer=reviewer)
-            if task is None:
-                idle += 1
-                continue
-            idle = 0
-            answer = world.truth(task.prediction.input)
+
+        def answer(reviewer, data):
+            truth = world.truth(data)
             if mistake_rate and rng.random() < mistake_rate and predictor.output_spec["type"] == "label":
-                answer = rng.choice([x for x in predictor.output_spec["labels"] if x != answer])
-            review_task_decide(task_id=task.pk, reviewer=reviewer, output=answer, note="simulated reviewer")
-            decided += 1
+                return rng.choice([x for x in predictor.output_spec["labels"] if x != truth])
+            return truth
+
+        decided = queue_work(panel, answer)
         by_source = dict(
             Prediction.objects.filter(predictor=predictor).values_list("source").annotate(c=Count("id")).order_by()
         )
@@ -85,5 +79,18 @@ class Command(BaseCommand):
             who = "simulated reviewer" if len(panel) == 1 else f"{len(panel)} simulated reviewers"
             self.stdout.write(f"  {who} decided {decided} tasks")
         self.stdout.write(f"  predictions so far by source: { {k or 'pending': v for k, v in by_source.items()} }")
-        self.stdout.write(f"next: manage.py train {slug} --wait, then promote {slug} <version>, "
-                          f"then set_routing {slug} --mode model")
+        versions = ", ".join(f"v{v} {stage}" for v, stage in predictor.model_versions.order_by("version").values_list("version", "stage"))
+        self.stdout.write(f"  model versions: {versions or 'none yet'}")
+        self.stdout.write(f"next: manage.py train {slug} --wait (its gates set its stage), promote {slug} <version>, "
+                          f"set_routing {slug} --mode model; or the whole story: make demo")
+
+    def _scenario(self, predictor, *, seed: int, pause: float):
+        from gateway.demo_scenario import Scenario, ScenarioRefused
+
+        try:
+            story = Scenario(predictor, say=self.stdout.write, seed=seed, pause=pause)
+        except ScenarioRefused as exc:
+            raise CommandError(str(exc)) from None
+        outcome = story.run()
+        if not outcome.get("ok"):
+            raise CommandError(f"the scenario stopped early: {outcome.get('stopped')}")
