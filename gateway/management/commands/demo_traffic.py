@@ -37,7 +37,7 @@ class Command(BaseCommand):
         if predictor is None:
             raise CommandError(f"no predictor named {slug!r}")
         if scenario:
-            return self._scenario(predictor, seed=8 if seed is None else seed, pause=pause)
+            return self._scenario(predictor, seed=8 if seed is None else seed, pause=pause, verbose=options["verbosity"] > 1)
         if n < 1:
             raise CommandError("--n must be at least 1")
         rng = random.Random(seed)
@@ -84,13 +84,24 @@ class Command(BaseCommand):
         self.stdout.write(f"next: manage.py train {slug} --wait (its gates set its stage), promote {slug} <version>, "
                           f"set_routing {slug} --mode model; or the whole story: make demo")
 
-    def _scenario(self, predictor, *, seed: int, pause: float):
+    def _scenario(self, predictor, *, seed: int, pause: float, verbose: bool):
+        import logging
+
         from gateway.demo_scenario import Scenario, ScenarioRefused
 
         try:
             story = Scenario(predictor, say=self.stdout.write, seed=seed, pause=pause)
         except ScenarioRefused as exc:
             raise CommandError(str(exc)) from None
-        outcome = story.run()
+        # The story says what happened; the services' INFO lines (kept in each run's log
+        # all the same) would drown it. -v 2 shows them.
+        console = [] if verbose else [(h, h.level) for h in logging.getLogger().handlers]
+        for handler, _ in console:
+            handler.setLevel(max(handler.level, logging.WARNING))
+        try:
+            outcome = story.run()
+        finally:
+            for handler, level in console:
+                handler.setLevel(level)
         if not outcome.get("ok"):
             raise CommandError(f"the scenario stopped early: {outcome.get('stopped')}")
