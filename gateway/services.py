@@ -167,10 +167,8 @@ def prediction_create(
             if answer:
                 webhook_enqueue(prediction=prediction, event="prediction.answered")
             else:
-                task = review_task_create(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route))
-                if decision.suggestion is not None:
-                    task.suggestion = decision.suggestion.as_suggestion()
-                    task.save(update_fields=["suggestion"])
+                suggestion = decision.suggestion.as_suggestion() if decision.suggestion is not None else None
+                review_task_create(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route), suggestion=suggestion)
             if decision.qa_sample:
                 review_task_create(
                     prediction=prediction, kind=TaskKind.QA_SAMPLE,

@@ -53,11 +53,12 @@ def review_task_create(
     reason: str,
     origin: ReviewTask | None = None,
     excluded_reviewer=None,
+    suggestion: dict | None = None,
 ) -> ReviewTask:
     """Queue a task for a prediction. Call inside the transaction that wrote the prediction
     (or the appeal), so neither exists without the other. Routed, low-confidence and QA
     tasks need the predictor's `reviews_required` agreeing reviewers; adjudications and
-    appeals are settled by one."""
+    appeals are settled by one. `suggestion` is what a model said, shown to the reviewer."""
     needs_consensus = kind in (TaskKind.ROUTED, TaskKind.LOW_CONFIDENCE, TaskKind.QA_SAMPLE)
     return ReviewTask.objects.create(
         prediction=prediction,
@@ -68,6 +69,7 @@ def review_task_create(
         reviews_required=prediction.predictor.reviews_required if needs_consensus else 1,
         origin=origin,
         excluded_reviewer=excluded_reviewer,
+        **({"suggestion": suggestion} if suggestion is not None else {}),
     )
 
 

@@ -233,6 +233,7 @@ def test_low_confidence_with_human_fallback_queues_a_task_with_the_suggestion(
     assert set(suggestion) == {"output", "confidence", "scores", "model_version"}
     assert suggestion["model_version"] == champion.version and suggestion["confidence"] < 1.0
     assert suggestion["output"] in ("approve", "refer") and set(suggestion["scores"]) == {"approve", "refer"}
+    assert task.history.count() == 1  # written once, with the task: no second row on the hot path
 
     # The reviewer API's task payload carries it.
     claimed = reviewer_api.post("/review/claim")
