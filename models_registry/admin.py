@@ -441,8 +441,8 @@ class RollbackForm(forms.Form):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(RegistryAdminPages, ReadOnlyAdminMixin, HistoryAdmin):
-    list_display = ("predictor", "version", "stage", "gates_state", "metrics_short", "serving_format", "created_at",
-                    "promoted_at", "stage_buttons")
+    list_display = ("predictor", "version", "stage", "stage_why", "gates_state", "metrics_short", "serving_format",
+                    "created_at", "promoted_at", "stage_buttons")
     list_filter = ("predictor", "stage", "gates_passed")
     list_select_related = ("predictor",)
     fields = (
@@ -577,6 +577,14 @@ class ModelVersionAdmin(RegistryAdminPages, ReadOnlyAdminMixin, HistoryAdmin):
                             })
 
     # --- fields ---------------------------------------------------------------------------
+
+    @admin.display(description="why")
+    def stage_why(self, obj):
+        # The last stage change's reason ("gates failed: …", "rolled back to v1: …"), in full on hover.
+        reason = obj.stage_reason or ""
+        if len(reason) <= 70:
+            return reason or EMPTY
+        return format_html('<span title="{}">{}…</span>', reason, reason[:70])
 
     @admin.display(description="gates", ordering="gates_passed")
     def gates_state(self, obj):

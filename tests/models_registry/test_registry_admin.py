@@ -85,6 +85,9 @@ def test_the_champion_has_a_roll_back_button_that_confirms_asks_why_and_records_
     assert (rolled.stage, rolled.history_user, rolled.stage_reason) == ("rejected", otto, "rolled back to v2: v3 refers everyone")
     history = otto_client.get(_url("modelversion_history", v2.pk)).content.decode()
     assert otto.username in history
+    # The list says why each version is where it is.
+    listing = otto_client.get(_url("modelversion_changelist")).content.decode()
+    assert "rolled back to v2: v3 refers everyone" in listing and "restored by rollback of v3" in listing
 
     # The button again: further back.
     page = otto_client.get(_url("modelversion_rollback", v2.pk))
