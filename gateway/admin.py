@@ -141,14 +141,15 @@ class RoutingPolicyAdmin(HistoryAdmin):
         return False  # a policy comes with its predictor (load_predictors)
 
     def _kill_switch(self, request, queryset, mode: str, who: str):
-        """No model answers any more: the mode goes to `mode` and the canary share to 0.
-        Each predictor changes through `routing_update` (audited, versioned, seen by every
-        web process within seconds); one refused change does not stop the others."""
+        """No model answers any more: the mode goes to `mode`, the canary share to 0 and the
+        fallback to none (a full queue, an unsure rule or a missed SLA would otherwise call
+        the champion). Each predictor changes through `routing_update` (audited, versioned,
+        seen by every web process within seconds); one refused change does not stop the others."""
         for policy in queryset.select_related("predictor"):
             slug = policy.predictor.slug
             try:
                 routing_update(
-                    predictor=policy.predictor, changes={"mode": mode, "canary_percent": 0.0},
+                    predictor=policy.predictor, changes={"mode": mode, "canary_percent": 0.0, "fallback": "none"},
                     user=request.user, reason=f"kill switch: {who}",
                 )
             except RoutingInvalid as exc:

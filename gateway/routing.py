@@ -153,6 +153,7 @@ def route_decide(
     route = Route(target=policy.mode, mode=policy.mode, reason="mode", policy_version=policy.version)
     suggestion: Answer | None = None
     decision: Decision | None = None
+    model_failed = False  # the canary already asked the model, and it could not take the request
 
     if policy.mode != RoutingMode.MODEL and has_champion and in_share(policy.canary_percent, "canary", slug, request_key):
         route = route.marked(canary=True)
@@ -162,6 +163,7 @@ def route_decide(
         else:  # back to where the mode sends it, saying why
             route = route.diverted(policy.mode, failure)
             suggestion = answer
+            model_failed = True
 
     if decision is None and route.target == RoutingMode.RULE:
         answer = ask_rule()
@@ -180,7 +182,7 @@ def route_decide(
     if decision is None:  # the human queue, unless it is over its cap
         if policy.max_queue_depth is not None and queue_depth() > policy.max_queue_depth:
             decision = _overflow(policy, route.diverted(RoutingMode.HUMAN, "queue_full"), suggestion, slug,
-                                 has_champion, ask_rule, ask_model)
+                                 has_champion and not model_failed, ask_rule, ask_model)
         else:
             decision = _queued(route, suggestion)
 

@@ -44,6 +44,9 @@ class ServingState:
 
 _entries: dict[str, ServingState] = {}
 _lock = threading.Lock()
+# Bumped by every forget. A load that started before a forget may have read the old rows;
+# it answers its own request but is not kept.
+_generation = 0
 
 
 def _lifetime() -> float:
@@ -78,11 +81,12 @@ def serving_get(slug: str) -> ServingState | None:
     state = _entries.get(slug)
     if state is not None and time.monotonic() - state.loaded_at < _lifetime():
         return state
+    started = _generation
     state = _load(slug)
     with _lock:
         if state is None:
             _entries.pop(slug, None)
-        else:
+        elif _generation == started:
             _entries[slug] = state
     return state
 
@@ -97,7 +101,9 @@ def live_versions_for(predictor: Predictor) -> tuple:
 
 def serving_forget(slug: str | None = None) -> None:
     """Drop this process's entry for `slug` (all entries when None)."""
+    global _generation
     with _lock:
+        _generation += 1
         if slug is None:
             _entries.clear()
         else:

@@ -48,6 +48,19 @@ def _provisional_answer(prediction: Prediction) -> dict | None:
     }
 
 
+def _sla_handle(prediction: Prediction) -> str:
+    prediction.sla_due_at = None
+    answer = _provisional_answer(prediction)
+    prediction.route = {**prediction.route, "reason": "sla_expired"}
+    if answer:
+        prediction.save(update_fields=["sla_due_at", "route"])
+        prediction_answer(prediction=prediction, provisional=True, **answer)
+        return "provisional"
+    prediction.status = PredictionStatus.EXPIRED
+    prediction.save(update_fields=["sla_due_at", "route", "status"])
+    return "expired"
+
+
 def sla_enforce(*, now=None, limit: int = 500) -> dict:
     """Give every pending prediction past its SLA a provisional answer or expire it.
     Idempotent and safe to run on several workers: rows are locked with SKIP LOCKED and
@@ -62,15 +75,15 @@ def sla_enforce(*, now=None, limit: int = 500) -> dict:
             .order_by("sla_due_at")[:limit]
         )
         for prediction in due:
-            prediction.sla_due_at = None
-            answer = _provisional_answer(prediction)
-            prediction.route = {**prediction.route, "reason": "sla_expired"}
-            if answer:
-                prediction.save(update_fields=["sla_due_at", "route"])
-                prediction_answer(prediction=prediction, provisional=True, **answer)
-                counts["provisional"] += 1
-            else:
-                prediction.status = PredictionStatus.EXPIRED
-                prediction.save(update_fields=["sla_due_at", "route", "status"])
-                counts["expired"] += 1
+            try:
+                with transaction.atomic():  # a savepoint: one row that cannot be saved spoils no other
+                    handled = _sla_handle(prediction)
+            except Exception:
+                logger.exception("SLA handling failed for prediction %s; it expires", prediction.pk)
+                Prediction.objects.filter(pk=prediction.pk).update(
+                    sla_due_at=None, status=PredictionStatus.EXPIRED,
+                    route={**prediction.route, "reason": "sla_expired"},
+                )
+                handled = "expired"
+            counts[handled] += 1
     return counts

@@ -300,7 +300,9 @@ class TrainingRunAdmin(RegistryAdminPages, ReadOnlyAdminMixin, admin.ModelAdmin)
     def compare_view(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        wanted = [int(part) for part in request.GET.get("ids", "").split(",") if part.strip().isdigit()][:MAX_COMPARED_RUNS]
+        # Plain ASCII digits of a size a key can have ("²".isdigit() is true; int() refuses it).
+        parts = (part.strip() for part in request.GET.get("ids", "").split(","))
+        wanted = [int(p) for p in parts if p.isascii() and p.isdecimal() and len(p) <= 18][:MAX_COMPARED_RUNS]
         runs = list(TrainingRun.objects.filter(pk__in=wanted).select_related("predictor").defer("logs").order_by("pk"))
         return self._render(request, "admin/models_registry/trainingrun/compare.html", "Compare training runs", {
             "runs": [{"run": run, "url": self._url("change", run.pk)} for run in runs],

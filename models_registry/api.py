@@ -109,7 +109,8 @@ REASON_MAX_LENGTH = STAGE_REASON_MAX_LENGTH
 def _body_errors(request, allowed: tuple[str, ...]) -> tuple[dict, list[dict]]:
     """The optional JSON object body and its field errors (unknown fields, a reason that is
     not a string or too long)."""
-    body = _require_object(request.data) if request.data not in (None, "", b"") else {}
+    # No body at all parses as {} (or ""); a JSON `null` is a body, and not an object.
+    body = _require_object(request.data) if request.data not in ("", b"") else {}
     errors = [{"field": name, "message": "unknown field"} for name in body if name not in allowed]
     reason = body.get("reason")
     if "reason" in body and not isinstance(reason, str):
@@ -188,7 +189,13 @@ PromoteRequest = inline_serializer(
 )
 RollbackRequest = inline_serializer(
     "RollbackRequest",
-    {"reason": serializers.CharField(required=False, max_length=REASON_MAX_LENGTH, help_text="kept in the history")},
+    {
+        "reason": serializers.CharField(required=False, max_length=REASON_MAX_LENGTH, help_text="kept in the history"),
+        "expected_version": serializers.IntegerField(
+            required=False, help_text="roll back only if this version is still the champion (409 otherwise), so two "
+            "operators acting at once do not go back two versions",
+        ),
+    },
 )
 
 
@@ -242,11 +249,23 @@ class RollbackView(APIView):
     )
     def post(self, request, slug: str):
         predictor = _predictor_or_404(slug)
-        body, errors = _body_errors(request, ("reason",))
+        body, errors = _body_errors(request, ("reason", "expected_version"))
+        expected = body.get("expected_version")
+        if "expected_version" in body and (
+            not isinstance(expected, int) or isinstance(expected, bool) or not 1 <= expected <= 2_147_483_647
+        ):
+            errors.append({"field": "expected_version", "message": "must be a whole number from 1 to 2147483647"})
         if errors:
             raise FieldValidationError(errors)
+        expected_champion = None
+        if expected is not None:
+            expected_champion = ModelVersion.objects.filter(predictor=predictor, version=expected).first()
+            if expected_champion is None:
+                raise Conflict(f"Nothing rolled back: {slug} has no v{expected}.")
         try:
-            restored = model_version_rollback(predictor=predictor, user=request.user, reason=body.get("reason", ""))
+            restored = model_version_rollback(
+                predictor=predictor, user=request.user, reason=body.get("reason", ""), expected_champion=expected_champion
+            )
         except RollbackRefused as exc:
             raise Conflict(f"Nothing to roll back for {slug}: {exc}.") from None
         return _version_response(restored.pk)

@@ -17,7 +17,7 @@ never silently switch it off.
       max_metrics: {log_loss: 0.5}     # lower is better
       beat_champion: {metric: f1_macro, margin: 0.0}
       max_fairness_gaps: {demographic_parity_difference: 0.1, equalized_odds_difference: 0.2}
-      min_shadow_agreement: {rate: 0.85, min_requests: 50}
+      min_shadow_agreement: {rate: 0.85, min_requests: 50}   # number outputs add `tolerance: T`
     auto_promote: true
 """
 from __future__ import annotations
@@ -193,9 +193,14 @@ def _gate_errors(gates, kind: str | None, has_sensitive: bool, errors: list[Fiel
                     errors.append(FieldError(f"gates.max_fairness_gaps.{name}", "must be a number from 0 to 1"))
     if "min_shadow_agreement" in gates:
         block = gates["min_shadow_agreement"]
-        if not isinstance(block, dict) or set(block) != {"rate", "min_requests"}:
-            errors.append(FieldError("gates.min_shadow_agreement", "must be {rate: 0..1, min_requests: N}"))
+        keys = {"rate", "min_requests", "tolerance"} if kind == "number" else {"rate", "min_requests"}
+        if not isinstance(block, dict) or set(block) != keys:
+            shape = "{rate: 0..1, min_requests: N, tolerance: T}" if kind == "number" else "{rate: 0..1, min_requests: N}"
+            why = " (a number agrees with the human's when within `tolerance`)" if kind == "number" else ""
+            errors.append(FieldError("gates.min_shadow_agreement", f"must be {shape}{why}"))
         else:
+            if kind == "number" and not (_number(block["tolerance"]) and 0 <= block["tolerance"] < float("inf")):
+                errors.append(FieldError("gates.min_shadow_agreement.tolerance", "must be a number of at least 0"))
             if not (_number(block["rate"]) and 0 <= block["rate"] <= 1):
                 errors.append(FieldError("gates.min_shadow_agreement.rate", "must be a number from 0 to 1"))
             if not _whole(block["min_requests"], 1, 10_000_000):

@@ -93,7 +93,7 @@ def _beat_champion(run, block: dict) -> dict:
 
 def _shadow_gate(version: ModelVersion, block: dict) -> dict:
     rate, needed = block["rate"], block["min_requests"]
-    agreement = shadow_agreement(version=version)
+    agreement = shadow_agreement(version=version, tolerance=block.get("tolerance"))
     n = agreement["n"]
     if n < needed:
         return _result(
@@ -155,10 +155,12 @@ def version_gates_apply(*, version: ModelVersion) -> ModelVersion:
     Idempotent: the same evidence gives the same results, no new history row and no stage
     change. Atomic, under the same per-predictor lock as every stage change."""
     version = ModelVersion.objects.select_related("predictor", "run").get(pk=version.pk)
-    evaluated = gates_evaluate(version=version)
-    names = {g["gate"] for g in evaluated}
     with transaction.atomic():
         versions = _locked_versions(version.predictor_id)
+        # Evaluated under the lock: a slower evaluation on older evidence can never
+        # overwrite a newer one (or the stage change that followed it).
+        evaluated = gates_evaluate(version=version)
+        names = {g["gate"] for g in evaluated}
         target = next(v for v in versions if v.pk == version.pk)
         kept = [g for g in target.gates or [] if g.get("informational") and g.get("gate") not in names]
         results = evaluated + kept

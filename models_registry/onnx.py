@@ -69,6 +69,9 @@ def onnx_export(pipeline, schema: dict, output_spec: dict) -> bytes | None:
     return onnx_export_explained(pipeline, schema, output_spec)[0]
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 class OnnxModel:
     """An onnxruntime session over verified ONNX bytes, with what building its inputs needs
     worked out once: one row costs a handful of tiny arrays and one session.run."""
@@ -109,6 +112,9 @@ class OnnxModel:
         feed = {}
         for name, field, is_float, kind in self.kinds:
             value = field_value(kind, clean_input.get(field))
+            if is_float and isinstance(value, float) and abs(value) > FLOAT32_MAX:
+                # inf inside the graph, NaN out of it: not an answer this model can give.
+                raise OverflowError(f"{field} is beyond the model's float32 range")
             feed[name] = np.array([[value]], dtype=np.float32 if is_float else object)
         return self.session.run([self.output], feed)[0][0]
 

@@ -28,6 +28,18 @@ def gates_blocking(version: ModelVersion) -> list[dict]:
     return [g for g in version.gates or [] if g.get("passed") is not True and not g.get("informational")]
 
 
+def _gates_blocking_now(version: ModelVersion) -> list[dict]:
+    """What stops a promotion, judged on the evidence now: the predictor's gates evaluated
+    afresh (a version whose gates were never applied — its worker died in between — or
+    whose stored results predate a config change is not let through on stale results);
+    the stored results when the predictor declares no gates."""
+    if not version.predictor.gates:
+        return gates_blocking(version)
+    from .gates import gates_evaluate  # gates imports this module
+
+    return [g for g in gates_evaluate(version=version) if g.get("passed") is not True and not g.get("informational")]
+
+
 def _locked_versions(predictor_id: int) -> list[ModelVersion]:
     return list(ModelVersion.objects.select_for_update().filter(predictor_id=predictor_id).order_by("id"))
 
@@ -59,7 +71,7 @@ def model_version_promote(
         target = next(v for v in versions if v.pk == version.pk)
         if target.stage == Stage.CHAMPION:
             return target
-        blocking = gates_blocking(target)
+        blocking = _gates_blocking_now(target)
         names = ", ".join(f"{g['gate']} ({'pending' if g.get('passed') is None else 'failed'})" for g in blocking)
         if target.stage == Stage.REJECTED and not force:
             why = f" (gates not passed: {names})" if blocking else ""

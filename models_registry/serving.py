@@ -136,17 +136,35 @@ def loaded_clear() -> None:
         _key_locks.clear()
 
 
+class ModelCannotAnswer(Exception):
+    """The version cannot give a trustworthy answer to this input; the caller falls back."""
+
+
 def model_answer(*, predictor: Predictor, version: ModelVersion, clean_input: dict) -> ModelAnswer:
+    """The version's answer to one validated input. Raises ModelCannotAnswer when the
+    version was trained on another schema version (its columns may mean other fields now)
+    or when its output is not finite (e.g. an input beyond float32 in the ONNX graph), and
+    whatever loading raises (a tampered artifact): every caller treats a raise as a model
+    error and falls back."""
+    if version.schema_version != predictor.schema_version:
+        raise ModelCannotAnswer(
+            f"v{version.version} was trained on schema version {version.schema_version}, "
+            f"the predictor is at {predictor.schema_version}; retrain it"
+        )
     served = _served(version)
     classification = predictor.is_classification
     result = served.predict_one(predictor.schema, clean_input, classification)
     if classification:
         proba = np.asarray(result, dtype=np.float64)
+        if not np.isfinite(proba).all():
+            raise ModelCannotAnswer(f"v{version.version} gave non-finite probabilities for this input")
         classes = served.classes
         best = int(proba.argmax())
         scores = {label: round(float(p), 6) for label, p in zip(classes, proba, strict=True)}
         return ModelAnswer(output=classes[best], confidence=round(float(proba[best]), 6), scores=scores, version=version.version)
     value = float(np.asarray(result).reshape(-1)[0])
+    if not np.isfinite(value):
+        raise ModelCannotAnswer(f"v{version.version} gave a non-finite value for this input")
     spec = predictor.output_spec
     if "minimum" in spec:
         value = max(value, float(spec["minimum"]))

@@ -62,7 +62,17 @@ HUMAN_LABEL_SOURCES = (
 )
 
 
-def shadow_agreement(*, version: ModelVersion) -> dict:
+def _within(tolerance: float):
+    def same(output, target) -> bool:
+        try:
+            return abs(float(output) - float(target)) <= tolerance
+        except (TypeError, ValueError):
+            return False
+
+    return same
+
+
+def shadow_agreement(*, version: ModelVersion, tolerance: float | None = None) -> dict:
     """Over the version's shadowed predictions that a human has since decided: how many,
     how many the model got the same answer as the human's current label, and the rate
     (None when there are none). One query, however many shadows."""
@@ -77,8 +87,9 @@ def shadow_agreement(*, version: ModelVersion) -> dict:
     )
     from review.services import _same_answer
 
+    same = _same_answer if tolerance is None else _within(tolerance)  # numbers agree within a tolerance
     n = agreeing = 0
     for output, target in pairs.iterator(chunk_size=2000):
         n += 1
-        agreeing += _same_answer(output, target)
+        agreeing += same(output, target)
     return {"n": n, "agreeing": agreeing, "rate": agreeing / n if n else None}

@@ -140,7 +140,9 @@ def test_kill_switch_sends_everything_to_humans_and_is_audited(loan, otto_client
         _admin_url(RoutingPolicy, "changelist"), {"action": "kill_switch_human", "_selected_action": [loan.routing.pk]}, follow=True
     )
     loan.routing.refresh_from_db()
-    assert (loan.routing.mode, loan.routing.canary_percent, loan.routing.version) == ("human", 0.0, 3)
+    assert (loan.routing.mode, loan.routing.canary_percent, loan.routing.fallback, loan.routing.version) == (
+        "human", 0.0, "none", 3,
+    )
     latest = loan.routing.history.latest("history_date")
     assert (latest.history_user, latest.history_change_reason) == (otto, "kill switch: human reviewers")
     assert any("no model answers" in m for m in _messages(response))

@@ -62,8 +62,9 @@ def test_labels_train_in_the_worker_and_shadow_evidence_promotes(celery_worker_t
     _decide_all(world, reviewer)
     run = _until(lambda: TrainingRun.objects.filter(predictor=loan, status__in=["succeeded", "failed"]).first(), "the run")
     assert (run.trigger, run.status, run.dataset["n_labels"]) == (TrainingRun.Trigger.LABEL_THRESHOLD, "succeeded", 40)
-    v1 = ModelVersion.objects.get(run=run)
-    assert v1.stage == Stage.CHALLENGER and v1.gates_passed is None  # waiting for shadow evidence
+    # The gates are applied just after the run is recorded as succeeded.
+    v1 = _until(lambda: ModelVersion.objects.filter(run=run, stage=Stage.CHALLENGER).first(), "v1 as challenger")
+    assert v1.gates_passed is None  # waiting for shadow evidence
 
     # Shadows run in the worker after each response; no client ever sees them.
     shadowed = _send(loan, world, rng, 8)

@@ -1,0 +1,152 @@
+"""Edges found in review: inputs beyond the model's numeric range, a champion from another
+schema version, promotion on stale gate results, bodies that are JSON null, racing
+rollbacks, a cache load overtaken by a change, number outputs under the shadow gate."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from gateway import serving_cache, sla
+from gateway.models import Prediction, Predictor
+from gateway.services import prediction_create, routing_update
+from models_registry.config import definition_errors
+from models_registry.models import ModelVersion, ShadowPrediction, Stage
+from models_registry.services import PromotionRefused, model_version_promote
+from models_registry.shadow import shadow_agreement
+from review.models import Label
+from tests import factories
+from tests.gateway.helpers import error_fields, post_json, problem_body
+from tests.models_registry.test_gates import _gates, _version
+from tests.models_registry.test_rollback import _train
+from tests.review.test_sla import _champion
+
+ROLLBACK = "/predictors/loan-approval/rollback"
+
+
+# --- the model cannot answer: the fallback does --------------------------------------------------
+
+def test_an_input_beyond_the_models_numeric_range_falls_back_instead_of_failing(loan, client_api, settings):
+    settings.OZ_MIN_TRAINING_LABELS = 8
+    champion = _train(loan, 0)
+    assert champion.serving_format == "onnx"  # float32 inside: 1e39 is inf there
+    model_version_promote(version=champion, reason="serve it")
+    routing_update(predictor=loan, changes={"mode": "model", "fallback": "human"})
+    huge = factories.loan_input(amount=1e39, years_trading=10**39)  # valid, but inf in float32
+    response = post_json(client_api, "/predict/loan-approval", {"input": huge})
+    assert response.status_code == 202, response.content
+    assert response.json()["route"]["reason"] == "model_error"
+    # An ordinary input is still the model's.
+    assert post_json(client_api, "/predict/loan-approval", {"input": factories.loan_input()}).json()["source"] == "model"
+
+
+def test_a_champion_trained_on_another_schema_version_does_not_answer(loan, client_api):
+    champion = _champion(loan)
+    routing_update(predictor=loan, changes={"mode": "model", "fallback": "human"})
+    Predictor.objects.filter(pk=loan.pk).update(schema_version=champion.schema_version + 1)
+    response = post_json(client_api, "/predict/loan-approval", {"input": factories.loan_input()})
+    assert response.status_code == 202 and response.json()["route"]["reason"] == "model_error"
+
+
+def test_one_prediction_the_sla_sweep_cannot_save_spoils_no_other(loan, monkeypatch):
+    routing_update(predictor=loan, changes={"human_sla_seconds": 10, "fallback": "rule"})
+    loan.routing.refresh_from_db()
+    first, _ = prediction_create(predictor=loan, policy=loan.routing, client=None,
+                                 clean_input=factories.loan_input(amount=3000, has_collateral=True))
+    second, _ = prediction_create(predictor=loan, policy=loan.routing, client=None,
+                                  clean_input=factories.loan_input(amount=3000, has_collateral=True))
+    real = sla.prediction_answer
+
+    def fails_for_the_first(*, prediction, **kwargs):
+        if prediction.pk == first.pk:
+            raise RuntimeError("cannot be stored")
+        return real(prediction=prediction, **kwargs)
+
+    monkeypatch.setattr(sla, "prediction_answer", fails_for_the_first)
+    counts = sla.sla_enforce(now=second.sla_due_at + timedelta(seconds=1))
+    assert counts == {"provisional": 1, "expired": 1}
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.sla_due_at) == ("expired", None)
+    assert (second.status, second.provisional, second.output) == ("answered", True, "approve")
+
+
+# --- promotion is judged on the evidence now ---------------------------------------------------
+
+def test_a_version_whose_gates_were_never_applied_is_not_promoted_past_them(loan, operator_api):
+    _gates(loan, {"min_metrics": {"accuracy": 0.99}})
+    version = _version(loan, 1, gates=[{"gate": "onnx_parity", "passed": True, "informational": True}])
+    assert version.gates_passed is None  # its worker died before the gates ran
+    with pytest.raises(PromotionRefused, match=r"min_metrics.accuracy \(failed\)"):
+        model_version_promote(version=version)
+    response = post_json(operator_api, "/predictors/loan-approval/models/1/promote", {})
+    assert response.status_code == 409
+    assert ModelVersion.objects.get(pk=version.pk).stage == Stage.CANDIDATE
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/predictors/loan-approval/models/1/promote", ROLLBACK])
+def test_a_json_null_body_is_422_not_an_empty_one(loan, operator_api, path):
+    for number in (1, 2):
+        model_version_promote(version=_version(loan, number), reason="ship")
+    response = operator_api.post(path, "null", content_type="application/json")
+    assert error_fields(problem_body(response, 422)) == {""}
+    assert ModelVersion.objects.get(version=2).stage == Stage.CHAMPION
+
+
+def test_rollback_with_expected_version_refuses_a_second_racing_rollback(loan, operator_api):
+    for number in (1, 2, 3):
+        model_version_promote(version=_version(loan, number), reason="ship")
+    first = post_json(operator_api, ROLLBACK, {"reason": "v3 is bad", "expected_version": 3})
+    assert first.status_code == 200 and first.json()["version"] == 2
+    # A second operator saw v3 as champion too: nothing happens, v2 stays.
+    second = post_json(operator_api, ROLLBACK, {"reason": "v3 is bad", "expected_version": 3})
+    assert problem_body(second, 409)
+    assert ModelVersion.objects.get(version=2).stage == Stage.CHAMPION
+    for bad in (0, "3", True, 10**23):
+        assert error_fields(problem_body(post_json(operator_api, ROLLBACK, {"expected_version": bad}), 422)) == {
+            "expected_version"
+        }
+    assert problem_body(post_json(operator_api, ROLLBACK, {"expected_version": 9}), 409)
+
+
+# --- the serving cache ------------------------------------------------------------------------
+
+def test_a_load_overtaken_by_a_change_is_not_kept(loan, monkeypatch):
+    serving_cache.serving_forget()
+    real = serving_cache._load
+
+    def load_then_a_change_commits(slug):
+        state = real(slug)  # read the old rows...
+        serving_cache.serving_forget(slug)  # ...while another request's change commits
+        return state
+
+    monkeypatch.setattr(serving_cache, "_load", load_then_a_change_commits)
+    assert serving_cache.serving_get("loan-approval") is not None  # this request is answered
+    assert "loan-approval" not in serving_cache._entries  # but the stale rows are not kept
+    monkeypatch.setattr(serving_cache, "_load", real)
+    serving_cache.serving_get("loan-approval")
+    assert "loan-approval" in serving_cache._entries
+
+
+# --- number outputs under the shadow gate -------------------------------------------------------
+
+def test_number_outputs_agree_within_the_gates_tolerance(loan):
+    def errors(gate):
+        data = {"output": {"type": "number"}, "gates": {"min_shadow_agreement": gate}}
+        return [e.field for e in definition_errors(data)]
+
+    assert errors({"rate": 0.8, "min_requests": 10, "tolerance": 500}) == []
+    assert errors({"rate": 0.8, "min_requests": 10}) == ["gates.min_shadow_agreement"]
+    assert errors({"rate": 0.8, "min_requests": 10, "tolerance": -1}) == ["gates.min_shadow_agreement.tolerance"]
+
+    version = _version(loan, 1)
+    for model_said, human_said in (("42000", "41999.87"), ("42000", "39000")):
+        prediction, _ = prediction_create(predictor=loan, policy=loan.routing, client=None, clean_input=factories.loan_input())
+        ShadowPrediction.objects.create(prediction=prediction, model_version=version, output=float(model_said))
+        Label.objects.create(predictor=loan, prediction=prediction, schema_version=1, input=prediction.input,
+                             target=float(human_said), source="review")
+    assert shadow_agreement(version=version, tolerance=500)["agreeing"] == 1
+    assert shadow_agreement(version=version)["agreeing"] == 0
+    assert Prediction.objects.count() == 2
