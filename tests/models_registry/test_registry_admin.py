@@ -210,7 +210,7 @@ def test_compare_action_needs_two_runs_and_the_page_highlights_the_best(loan, ot
 
 @pytest.mark.parametrize("how_many", [0, 1])
 def test_compare_page_renders_for_no_run_and_one_run(loan, otto_client, how_many):
-    ids = [str(_version(loan, 1).run_id)] if how_many else ["999999", "x"]
+    ids = [str(_version(loan, 1).run_id)] if how_many else ["999999", "x", "²", "9" * 30]  # none a run, none a crash
     page = otto_client.get(_url("trainingrun_compare") + "?ids=" + ",".join(ids))
     assert page.status_code == 200
     assert "Select two or more training runs" in page.content.decode()
