@@ -187,6 +187,9 @@ class Prediction(models.Model):
     source = models.CharField(max_length=10, choices=AnswerSource.choices, blank=True)
     provisional = models.BooleanField(default=False)
     model_version = models.PositiveIntegerField(null=True, blank=True)
+    # Per-field contributions to the model's answer, when the client asked (`explain: true`):
+    # [{"feature": "amount", "contribution": -0.41}, ...], as API.md shows.
+    explanation = models.JSONField(null=True, blank=True)
     route = models.JSONField(help_text="{mode, reason, policy_version}")
     callback_url = models.URLField(max_length=2000, blank=True)
     idempotency_key = models.CharField(max_length=255, blank=True)

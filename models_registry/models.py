@@ -92,6 +92,10 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
     stage_reason = models.TextField(blank=True, help_text="why the stage last changed")
+    # Statistics of the training inputs, per input field, that live traffic is compared
+    # with (models_registry.drift): {"field": {"type": "numeric", "bins": [...edges],
+    # "counts": [...], "n": N, "missing": M} | {"type": "categorical", "counts": {...}, ...}}.
+    reference_stats = models.JSONField(default=dict, blank=True)
     history = HistoricalRecords(get_user=history_user)
 
     class Meta:
@@ -130,3 +134,49 @@ class ShadowPrediction(models.Model):
 
     def __str__(self):
         return f"shadow of v{self.model_version_id} on {self.prediction_id}"
+
+
+class DriftReport(models.Model):
+    """One comparison of a window of live inputs (and outputs) with the reference statistics
+    of the version that was champion: per field PSI and a KS (numbers) or chi-squared
+    (categories) test, the output mix by source, and whether it raises the alert. Written
+    by the periodic drift task; kept over time so drift can be plotted."""
+
+    predictor = models.ForeignKey(Predictor, on_delete=models.CASCADE, related_name="drift_reports")
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="drift_reports")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    n_live = models.PositiveIntegerField(default=0)
+    # {"field": {"psi": x, "test": "ks"|"chi2", "statistic": x, "p_value": x, "drifted": bool}}
+    fields = models.JSONField(default=dict, blank=True)
+    # {"by_source": {"model": {"approve": 0.7, ...}, ...}, "reference": {...}}
+    outputs = models.JSONField(default=dict, blank=True)
+    alert = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["predictor", "-created_at"])]
+
+    def __str__(self):
+        return f"drift of {self.predictor.slug} at {self.window_end:%Y-%m-%d %H:%M}{' (alert)' if self.alert else ''}"
+
+
+class ExplanationSample(models.Model):
+    """The explanation of one model answer, kept for a sample of traffic (and for every
+    answer a client asked to have explained), so contributions can be averaged per field
+    over time."""
+
+    prediction = models.OneToOneField("gateway.Prediction", on_delete=models.CASCADE, related_name="explanation_sample")
+    predictor = models.ForeignKey(Predictor, on_delete=models.CASCADE, related_name="explanation_samples")
+    model_version = models.PositiveIntegerField()
+    # {"amount": -0.41, "sector": 0.12, ...}: one number per input field
+    contributions = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["predictor", "created_at"])]
+
+    def __str__(self):
+        return f"explanation of {self.prediction_id} (v{self.model_version})"
