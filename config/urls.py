@@ -3,6 +3,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway import api as gateway_api
+from gateway import metrics as gateway_metrics
 from gateway import webhooks_api
 from models_registry import api as registry_api
 from review import api as review_api
@@ -23,6 +24,7 @@ urlpatterns = [
         name="model-promote",
     ),
     path("predictors/<slug:slug>/rollback", registry_api.RollbackView.as_view(), name="predictor-rollback"),
+    path("predictors/<slug:slug>/drift", registry_api.DriftHistoryView.as_view(), name="predictor-drift"),
     path("training-runs/<int:run_id>", registry_api.TrainingRunView.as_view(), name="training-run-detail"),
     path("review/claim", review_api.ClaimView.as_view(), name="review-claim"),
     path("review/tasks/<int:task_id>/decision", review_api.DecisionView.as_view(), name="review-decision"),
@@ -43,6 +45,7 @@ urlpatterns = [
     ),
     path("healthz", gateway_api.HealthView.as_view(), name="healthz"),
     path("readyz", gateway_api.ReadyView.as_view(), name="readyz"),
+    path("metrics", gateway_metrics.metrics_view, name="metrics"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),

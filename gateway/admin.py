@@ -54,6 +54,11 @@ class PredictorAdmin(HistoryAdmin):
     def has_train_permission(self, request):
         return request.user.has_perm("models_registry.add_trainingrun")
 
+    def get_urls(self):
+        from .dashboard import dashboard_urls  # the operators' dashboard (gateway/dashboard.py)
+
+        return dashboard_urls(self) + super().get_urls()
+
     @admin.display(description="routing")
     def routing_display(self, obj):
         policy = getattr(obj, "routing", None)  # None when the policy row is missing

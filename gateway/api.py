@@ -1,6 +1,7 @@
 """Gateway HTTP API: /predict, predictions, predictors and routing, health."""
 from __future__ import annotations
 
+import time
 import uuid
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from . import serializers as s
 from .auth import touch_key
 from .errors import Conflict, FieldValidationError, problem_response
 from .models import Prediction, PredictionStatus, Predictor
+from .observability import prediction_observe
 from .permissions import HasDjangoPerm, IsApiClient, IsApiClientOrHasPerm, is_api_client
 from .presenters import prediction_as_dict
 from .schema import input_validate, output_error
@@ -79,6 +81,7 @@ class PredictView(APIView):
         "prediction or wait for the webhook).",
     )
     def post(self, request, slug: str):
+        started = time.perf_counter()
         # Predictor, flag and live model versions from the per-process serving cache: no
         # database read for them on the hot path (changes reach it within seconds).
         state = serving_get(slug)
@@ -117,12 +120,15 @@ class PredictView(APIView):
                 idempotency_key=idempotency_key,
                 routing_key=data.get("routing_key", ""),
                 live_versions=(state.champion, state.challenger),
+                explain=data.get("explain", False),
                 request_sha256=request_fingerprint(predictor_slug=predictor.slug, body=body) if idempotency_key else "",
             )
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from None
         touch_key(request.auth)
         prediction = prediction_wait(prediction=prediction, seconds=data.get("wait", 0))
+        if created:  # one count and one `prediction` log event per prediction (a replay adds none)
+            prediction_observe(prediction=prediction, predictor=predictor, client=client, seconds=time.perf_counter() - started)
         headers = {"Location": f"/predictions/{prediction.id}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
@@ -193,6 +199,12 @@ def _champions(predictors) -> dict:
     return {v.predictor_id: v for v in versions}
 
 
+def _predictor_context(predictors) -> dict:
+    from models_registry.drift import drift_latest
+
+    return {"champions": _champions(predictors), "drift": drift_latest(p.pk for p in predictors)}
+
+
 class PredictorListView(APIView):
     permission_classes = [IsApiClientOrHasPerm]
     required_perms = ("gateway.view_predictor",)
@@ -204,7 +216,7 @@ class PredictorListView(APIView):
         if is_api_client(user) and not user.all_predictors:
             predictors = predictors.filter(api_clients=user)
         predictors = list(predictors)
-        data = s.PredictorSerializer(predictors, many=True, context={"champions": _champions(predictors)}).data
+        data = s.PredictorSerializer(predictors, many=True, context=_predictor_context(predictors)).data
         return Response({"results": data})
 
 
@@ -217,7 +229,7 @@ class PredictorDetailView(APIView):
         predictor = _predictor_or_404(slug)
         if is_api_client(request.user) and not request.user.may_use(predictor):
             raise exceptions.NotFound(f"No predictor named {slug!r}.")
-        return Response(s.PredictorSerializer(predictor, context={"champions": _champions([predictor])}).data)
+        return Response(s.PredictorSerializer(predictor, context=_predictor_context([predictor])).data)
 
 
 class RoutingView(APIView):

@@ -81,6 +81,11 @@ def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def _without_log(schema: dict) -> dict:
+    # Whether a field is logged changes nothing a model learned: no new schema version.
+    return {name: {k: v for k, v in spec.items() if k != "log"} if isinstance(spec, dict) else spec for name, spec in schema.items()}
+
+
 def _upsert(file: Path, data: dict) -> LoadResult:
     fields = {
         "description": data.get("description", ""),
@@ -106,7 +111,7 @@ def _upsert(file: Path, data: dict) -> LoadResult:
         return LoadResult(predictor.slug, str(file), "created", predictor.schema_version)
     schema_changed = (
         predictor.field_order != fields["field_order"]
-        or _canonical(predictor.input_schema) != _canonical(fields["input_schema"])
+        or _canonical(_without_log(predictor.input_schema)) != _canonical(_without_log(fields["input_schema"]))
         or _canonical(predictor.output_spec) != _canonical(fields["output_spec"])
     )
     changed = schema_changed or any(

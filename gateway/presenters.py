@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from .appeal_tokens import appeal_path
-from .models import Prediction, PredictionStatus
+from .models import AnswerSource, Prediction, PredictionStatus
 
 _APPEALABLE = (PredictionStatus.ANSWERED, PredictionStatus.REVISED)
 
 
 def _iso(value):
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _explanation(prediction: Prediction):
+    if prediction.source != AnswerSource.MODEL:
+        return None  # nobody asked, or a person has answered since: no model answer to explain
+    return prediction.explanation
 
 
 def prediction_as_dict(prediction: Prediction, *, explanation=None) -> dict:
@@ -22,7 +28,8 @@ def prediction_as_dict(prediction: Prediction, *, explanation=None) -> dict:
         "source": prediction.source or None,
         "provisional": prediction.provisional,
         "model_version": prediction.model_version,
-        "explanation": explanation,
+        # Stored when the client asked for it; shown while the model's answer stands.
+        "explanation": explanation if explanation is not None else _explanation(prediction),
         "route": prediction.route,
         "created_at": _iso(prediction.created_at),
         "answered_at": _iso(prediction.answered_at),

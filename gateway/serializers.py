@@ -1,4 +1,5 @@
 """Request and response shapes of the gateway API (also the source of the OpenAPI schema)."""
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import RoutingFallback, RoutingMode
@@ -131,9 +132,26 @@ class PredictorSerializer(serializers.Serializer):
     routing = RoutingSerializer()
     has_rules = serializers.SerializerMethodField()
     champion = serializers.SerializerMethodField()
+    drift = serializers.SerializerMethodField(
+        help_text="The latest drift check of the champion's inputs (models_registry.drift): whether it raised the "
+        "alert, when it ran, its live rows and the PSI of each field; null before the first check."
+    )
 
     def get_has_rules(self, obj) -> bool:
         return bool(obj.rules)
+
+    @extend_schema_field({
+        "type": "object", "nullable": True,
+        "properties": {
+            "alert": {"type": "boolean"}, "checked_at": {"type": "string", "format": "date-time"},
+            "n_live": {"type": "integer"},
+            "fields": {"type": "object", "additionalProperties": {"type": "number", "nullable": True}},
+        },
+    })
+    def get_drift(self, obj) -> dict | None:
+        from models_registry.drift import drift_summary
+
+        return drift_summary(self.context.get("drift", {}).get(obj.pk))
 
     def get_champion(self, obj) -> dict | None:
         champion = self.context.get("champions", {}).get(obj.pk)

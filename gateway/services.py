@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from models_registry import serving
+from models_registry.explain import answer_explanation, explanations_follow_up
 from review.models import ReviewTask, TaskKind, TaskStatus
 from review.services import review_task_create
 
@@ -88,6 +89,7 @@ def prediction_create(
     request_sha256: str = "",
     routing_key: str = "",
     live_versions: tuple | None = None,
+    explain: bool = False,
 ) -> tuple[Prediction, bool]:
     """Route one validated request and record it. Returns (prediction, created).
 
@@ -139,6 +141,10 @@ def prediction_create(
         live_versions=tuple(v for v in (champion, challenger) if v is not None),
     )
     route, answer = decision.route, decision.answer
+    explained = None
+    if explain and answer is not None and answer.source == AnswerSource.MODEL:
+        # Only when the client asks (`explain: true`): otherwise no explainer is ever loaded here.
+        explained = answer_explanation(predictor=predictor, version=champion, clean_input=clean_input, output=answer.output)
 
     prediction = Prediction(
         id=prediction_id,
@@ -152,6 +158,8 @@ def prediction_create(
         idempotency_key=idempotency_key or "",
         request_sha256=request_sha256,
     )
+    if explained is not None:
+        prediction.explanation = explained.as_list()
     now = timezone.now()
     prediction.created_at = now
     if answer:
@@ -164,11 +172,12 @@ def prediction_create(
     try:
         with transaction.atomic():
             prediction.save(force_insert=True)
+            task = None
             if answer:
                 webhook_enqueue(prediction=prediction, event="prediction.answered")
             else:
                 suggestion = decision.suggestion.as_suggestion() if decision.suggestion is not None else None
-                review_task_create(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route), suggestion=suggestion)
+                task = review_task_create(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route), suggestion=suggestion)
             if decision.qa_sample:
                 review_task_create(
                     prediction=prediction, kind=TaskKind.QA_SAMPLE,
@@ -178,6 +187,8 @@ def prediction_create(
                 from .tasks import shadow_predict
 
                 task_send_on_commit(shadow_predict, str(prediction.id), [v.pk for v in decision.shadow])
+            # The kept explanation samples and the low-confidence suggestion's explanation (Celery, on commit).
+            explanations_follow_up(prediction=prediction, version=champion, explanation=explained, task=task)
     except IntegrityError:
         if not idempotency_key:
             raise

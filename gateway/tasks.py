@@ -34,3 +34,21 @@ def shadow_predict(prediction_id: str, version_ids: list[int]) -> int:
     from models_registry.shadow import shadow_run
 
     return shadow_run(prediction_id=prediction_id, version_ids=version_ids)
+
+
+@shared_task(name="gateway.tasks.explanation_sample", ignore_result=True)
+def explanation_sample(prediction_id: str, version_id: int) -> bool:
+    """Explain a sampled model answer and keep it as an ExplanationSample (off the request
+    path; sent on commit by prediction_create for OZ_EXPLAIN_SAMPLE_PERCENT of model answers)."""
+    from models_registry.explain import explanation_sample_record
+
+    return explanation_sample_record(prediction_id=prediction_id, version_id=version_id) is not None
+
+
+@shared_task(name="gateway.tasks.suggestion_explain", ignore_result=True)
+def suggestion_explain(task_id: int, version_id: int) -> bool:
+    """Add the explanation of the model's suggestion to a low-confidence review task (sent
+    on commit by prediction_create, so the 202 never waits for it)."""
+    from models_registry.explain import suggestion_explanation_add
+
+    return suggestion_explanation_add(task_id=task_id, version_id=version_id) is not None

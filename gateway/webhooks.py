@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from datetime import timedelta
 
+import structlog
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
@@ -246,6 +247,13 @@ def webhook_attempt(*, delivery_id: int) -> WebhookDelivery | None:
     with transaction.atomic():
         attempt.save(update_fields=["duration_ms", "status_code", "error"])
         delivery.save(update_fields=["status", "delivered_at", "last_status_code", "last_error", "next_attempt_at"])
+    # One structured line per try; in a Celery task it carries the request id of the
+    # request that caused the event (config/logs.py).
+    structlog.get_logger("oz.webhooks").info(
+        "webhook attempt", delivery_id=delivery.pk, prediction_id=str(delivery.prediction_id), webhook_event=delivery.event,
+        attempt=number, status_code=status_code, duration_ms=attempt.duration_ms, delivery_status=delivery.status,
+        error=error or None,
+    )
     return delivery
 
 

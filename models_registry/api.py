@@ -1,7 +1,7 @@
 """Operator API for training runs and model versions."""
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -269,3 +269,71 @@ class RollbackView(APIView):
         except RollbackRefused as exc:
             raise Conflict(f"Nothing to roll back for {slug}: {exc}.") from None
         return _version_response(restored.pk)
+
+
+DRIFT_HISTORY_DEFAULT = 20
+DRIFT_HISTORY_MAX = 200
+DriftReportSerializer = inline_serializer(
+    "DriftReport",
+    {
+        "id": serializers.IntegerField(), "predictor": serializers.CharField(),
+        "model_version": serializers.IntegerField(allow_null=True, help_text="the champion compared with"),
+        "window_start": serializers.DateTimeField(), "window_end": serializers.DateTimeField(),
+        "n_live": serializers.IntegerField(help_text="live rows compared (a uniform sample of at most OZ_DRIFT_MAX_ROWS)"),
+        "alert": serializers.BooleanField(help_text="a field's PSI above OZ_DRIFT_PSI_ALERT over enough rows"),
+        "fields": serializers.JSONField(help_text='{"field": {"psi", "test": "ks"|"chi2", "statistic", "p_value", "drifted"}}'),
+        "outputs": serializers.JSONField(help_text="output mix by source over the window, the training reference, PSI"),
+        "created_at": serializers.DateTimeField(),
+    },
+)
+
+
+class DriftHistoryView(APIView):
+    permission_classes = [HasDjangoPerm]
+    required_perms = ("models_registry.view_modelversion",)
+
+    @extend_schema(
+        operation_id="predictor_drift",
+        description="The predictor's drift reports, newest first (`limit`, default 20, at most 200; `before`: only "
+        "reports with a smaller id, for the next page). Each compares a window of live inputs with the training "
+        "inputs of the champion of the time: PSI and a KS (numbers) or chi-squared (categories) test per field, "
+        "and the output mix by source against the training labels.",
+        parameters=[
+            OpenApiParameter("limit", int, description="reports to return (1-200, default 20)"),
+            OpenApiParameter("before", int, description="only reports with an id below this (paging)"),
+        ],
+        responses={
+            200: inline_serializer("DriftReportList", {
+                "results": serializers.ListField(child=DriftReportSerializer),
+                "next": serializers.CharField(allow_null=True, help_text="the next (older) page"),
+            }),
+            401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 422: PROBLEM,
+        },
+    )
+    def get(self, request, slug: str):
+        from .drift import drift_report_as_dict
+        from .models import DriftReport
+
+        predictor = _predictor_or_404(slug)
+        errors, numbers = [], {}
+        for name, low, high, default in (("limit", 1, DRIFT_HISTORY_MAX, DRIFT_HISTORY_DEFAULT), ("before", 1, 2**63 - 1, None)):
+            raw = request.query_params.get(name)
+            if raw is None:
+                numbers[name] = default
+                continue
+            try:
+                numbers[name] = int(raw)
+                if not low <= numbers[name] <= high:
+                    raise ValueError
+            except ValueError:
+                errors.append({"field": name, "message": f"must be a whole number from {low} to {high}"})
+        if errors:
+            raise FieldValidationError(errors)
+        reports = DriftReport.objects.filter(predictor=predictor).select_related("predictor", "model_version").order_by("-id")
+        if numbers["before"] is not None:
+            reports = reports.filter(id__lt=numbers["before"])
+        page = list(reports[: numbers["limit"] + 1])
+        more = len(page) > numbers["limit"]
+        page = page[: numbers["limit"]]
+        next_url = f"/predictors/{slug}/drift?limit={numbers['limit']}&before={page[-1].pk}" if more else None
+        return Response({"results": [drift_report_as_dict(r) for r in page], "next": next_url})

@@ -30,3 +30,11 @@ def shadow_gates_sweep() -> dict:
     from .gates import shadow_gates_sweep as sweep
 
     return sweep()
+
+
+@shared_task(name="models_registry.tasks.drift_check_all", ignore_result=True)
+def drift_check_all() -> dict:
+    """Compare every champion's live traffic with its training reference (beat)."""
+    from .drift import drift_check_all as check
+
+    return check()

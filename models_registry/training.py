@@ -62,6 +62,7 @@ from review.selectors import labels_current
 
 from .artifacts import artifact_load, artifact_save
 from .config import CV_FOLDS, training_settings
+from .drift import reference_stats_for_training
 from .features import ESTIMATORS, feature_rows, pipeline_build, usable_text_fields
 from .models import ModelVersion, TrainingRun
 
@@ -779,6 +780,8 @@ def _execute(run: TrainingRun, heartbeat: _Heartbeat, memory: _PeakMemory, store
     run.champion_metrics = _champion_scored(predictor, X_test, y_test, holdout_ids)
     run.fairness = _fairness(predictor, [inputs[i] for i in test_idx], y_test, predicted)
     onnx_bytes, onnx_gate = _onnx_export(predictor, pipeline, X_test)
+    # What the drift check compares live traffic with: the training part's inputs and targets.
+    reference = reference_stats_for_training(predictor, [inputs[i] for i in train_idx], [targets[i] for i in train_idx])
     _log_warnings(caught)
     if heartbeat.lost:
         raise RunLost("the run was failed by the reaper while it worked; its result is discarded")
@@ -820,6 +823,7 @@ def _execute(run: TrainingRun, heartbeat: _Heartbeat, memory: _PeakMemory, store
             serving_format="onnx" if onnx_name else "skops",
             metrics=metrics,
             gates=[onnx_gate] if onnx_gate else [],
+            reference_stats=reference,
         )
     return version
 

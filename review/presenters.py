@@ -92,7 +92,12 @@ def task_suggestion(task: ReviewTask) -> dict | None:
     """What a machine says about the task's input, for the reviewer to weigh: the model's
     answer stored on the task when it was not confident enough to stand (low-confidence
     tasks), else the rule's or model's answer the prediction carries (QA samples,
-    provisional answers). None when no machine has answered."""
+    provisional answers). None when no machine has answered.
+
+    `explanation` is the model's per-field contributions ([{"feature", "contribution"}],
+    strongest first, as on /predict): a low-confidence suggestion gets it from a Celery task
+    sent when the task is queued (models_registry.explain), so the key appears a moment
+    after the task; a model's answer carries the one its client asked for (else null)."""
     if task.suggestion:
         return {"source": "model", **task.suggestion}
     prediction = task.prediction
@@ -103,6 +108,7 @@ def task_suggestion(task: ReviewTask) -> dict | None:
             "confidence": prediction.confidence,
             "scores": prediction.scores,
             "model_version": prediction.model_version,
+            "explanation": prediction.explanation if prediction.source == "model" else None,
         }
     return None
 

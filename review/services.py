@@ -212,8 +212,20 @@ def _task_settle(*, task: ReviewTask, output, reviewer, note: str) -> None:
         or not _same_answer(prediction.output, output)
     )
     if needs_answer:
+        if prediction.status in (PredictionStatus.PENDING, PredictionStatus.EXPIRED) or prediction.provisional:
+            # The human decision the request waited for: its time counts once committed.
+            _human_decision_observe_on_commit(prediction, task.kind)
         prediction._history_user = reviewer
         prediction_answer(prediction=prediction, output=output, source=AnswerSource.HUMAN)
+
+
+def _human_decision_observe_on_commit(prediction: Prediction, kind: str) -> None:
+    from gateway.metrics import human_decision_observe
+
+    seconds = (timezone.now() - prediction.created_at).total_seconds()
+    transaction.on_commit(
+        partial(human_decision_observe, predictor=prediction.predictor.slug, kind=kind, seconds=seconds), robust=True
+    )
 
 
 def review_task_release(*, task_id: int, reviewer, now=None) -> ReviewTask:

@@ -23,3 +23,42 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # The runtime control socket (gunicornc) is not used in containers; it would be written
 # under $HOME.
 control_socket_disable = True
+
+# Metrics (gateway/metrics.py): every worker process writes its counters and histograms to
+# files in PROMETHEUS_MULTIPROC_DIR, and /metrics sums them, whichever worker answers the
+# scrape. The folder must be set before a worker imports prometheus_client (it is: workers
+# load the app after the fork), must be empty when the server starts (old files would count
+# again), and belongs to this server alone: by default a fresh folder under
+# worker_tmp_dir named after the master's pid, removed on exit.
+_metrics_dir_owned = False
+
+
+def on_starting(server):
+    global _metrics_dir_owned
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = os.path.join(worker_tmp_dir or tempfile.gettempdir(), f"oz-prometheus-{os.getpid()}")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        _metrics_dir_owned = True
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+    server.log.info("prometheus multiprocess folder: %s", path)
+
+
+def on_exit(server):
+    if _metrics_dir_owned:
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def child_exit(server, worker):
+    # A worker that exited (recycled by max_requests, or killed) keeps its counters in the
+    # sums; its live gauges are dropped.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import environ
 
+from config.logs import logging_config, structlog_configure
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
@@ -23,12 +25,16 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "simple_history",
+    "django_prometheus",
     "gateway",
     "review",
     "models_registry",
 ]
 
 MIDDLEWARE = [
+    # First: every log line of the request, refusals included, carries its request id.
+    "config.logs.RequestIdMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "gateway.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -39,6 +45,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -200,6 +207,10 @@ OZ_MIN_TRAINING_LABELS = env.int("OZ_MIN_TRAINING_LABELS", default=20)
 # Fairness gaps count only groups with at least this many holdout rows (smaller ones are
 # reported, not compared: a rate over a handful of rows is noise).
 OZ_FAIRNESS_MIN_GROUP_SIZE = env.int("OZ_FAIRNESS_MIN_GROUP_SIZE", default=10)
+# Share (0-100) of model answers whose explanation is computed off the request path (Celery)
+# and kept as an ExplanationSample, chosen by prediction id; answers a client asked to have
+# explained are always kept as well (models_registry.explain).
+OZ_EXPLAIN_SAMPLE_PERCENT = env.float("OZ_EXPLAIN_SAMPLE_PERCENT", default=10)
 OZ_ARTIFACT_PREFIX = "models"
 OZ_PUBLIC_BASE_URL = env("OZ_PUBLIC_BASE_URL", default="")
 # Secret for deriving appeal links (defaults to SECRET_KEY; set it to rotate them apart).
@@ -209,14 +220,16 @@ OZ_APPEAL_RATE_PER_TOKEN = env("OZ_APPEAL_RATE_PER_TOKEN", default="10/hour")
 OZ_APPEAL_RATE_PER_IP = env("OZ_APPEAL_RATE_PER_IP", default="60/hour")
 
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("OZ_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+# Structured logs (config/logs.py): structlog and the standard library through one
+# formatter; JSON lines unless OZ_LOG_JSON=false (local.py prefers readable console lines).
+OZ_LOG_JSON = env.bool("OZ_LOG_JSON", default=True)
+LOGGING = logging_config(json=OZ_LOG_JSON, level=env("OZ_LOG_LEVEL", default="INFO"))
+structlog_configure()
+
+# GET /metrics (gateway/metrics.py): readable with `Authorization: Bearer <OZ_METRICS_TOKEN>`
+# or by a signed-in staff user; never public. Database-backed metrics are cached this long.
+OZ_METRICS_TOKEN = env("OZ_METRICS_TOKEN", default="")
+OZ_METRICS_CACHE_SECONDS = env.float("OZ_METRICS_CACHE_SECONDS", default=10)
 
 # /predict keeps each predictor, its routing flag and live model versions in a per-process
 # cache this long (seconds); routing and stage changes reach every web worker within it.
@@ -238,4 +251,17 @@ CELERY_BEAT_SCHEDULE["reap-dead-training-runs"] = {
 CELERY_BEAT_SCHEDULE["scheduled-training"] = {
     "task": "models_registry.tasks.training_schedule_sweep",
     "schedule": timedelta(seconds=env.int("OZ_TRAINING_SCHEDULE_SWEEP_SECONDS", default=300)),
+}
+
+# Drift (models_registry.drift): every DRIFT_CHECK_SECONDS (beat) each champion's inputs over
+# the last DRIFT_WINDOW_HOURS (at most DRIFT_MAX_ROWS of them, a uniform sample) are compared
+# with its training inputs; a field whose PSI exceeds DRIFT_PSI_ALERT, over at least
+# DRIFT_MIN_ROWS live rows, raises the alert.
+OZ_DRIFT_PSI_ALERT = env.float("OZ_DRIFT_PSI_ALERT", default=0.2)
+OZ_DRIFT_MIN_ROWS = env.int("OZ_DRIFT_MIN_ROWS", default=100)
+OZ_DRIFT_MAX_ROWS = env.int("OZ_DRIFT_MAX_ROWS", default=20000)
+OZ_DRIFT_WINDOW_HOURS = env.float("OZ_DRIFT_WINDOW_HOURS", default=24)
+CELERY_BEAT_SCHEDULE["drift-check"] = {
+    "task": "models_registry.tasks.drift_check_all",
+    "schedule": timedelta(seconds=env.int("OZ_DRIFT_CHECK_SECONDS", default=3600)),
 }

@@ -1,6 +1,6 @@
 """`make run`: SQLite, Celery eager, local-memory cache, debug pages."""
 from .base import *  # noqa: F403
-from .base import env
+from .base import env, logging_config
 
 # Debug pages stay off by default so the API answers problem+json even locally;
 # WhiteNoise serves the admin's static files straight from the apps.
@@ -10,3 +10,5 @@ WHITENOISE_AUTOREFRESH = True
 OZ_DEMO_ALLOWED = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 OZ_WEBHOOK_ALLOW_PRIVATE = env.bool("OZ_WEBHOOK_ALLOW_PRIVATE", default=True)
+# Readable console log lines (structlog's ConsoleRenderer) unless OZ_LOG_JSON=true.
+LOGGING = logging_config(json=env.bool("OZ_LOG_JSON", default=False), level=env("OZ_LOG_LEVEL", default="INFO"))

@@ -6,10 +6,7 @@ step go to test-artifacts/screenshots/ at the repository root, which CI keeps.""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -17,15 +14,9 @@ from gateway.models import Prediction
 from gateway.services import prediction_create
 from review.models import Appeal, AppealStatus, Label, LabelSource, TaskKind
 from tests import factories
+from tests.browser.conftest import screenshot
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _shot(page, test: str, step: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{test}--{step}.png"), full_page=True)
 
 
 def _log_in(page, live_server, username: str, password: str) -> None:
@@ -34,32 +25,6 @@ def _log_in(page, live_server, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_url("**/queue/")
-
-
-@pytest.fixture
-def chromium(monkeypatch):
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
-    # are ordinary synchronous ones (the server under test runs in its own thread).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Debian's chromium is required (scripts/ensure-system-deps.sh chromium installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
 
 
 def _new_page(browser):
@@ -86,20 +51,20 @@ def test_reviewer_decides_with_the_keyboard(live_server, browser_page):
     page = browser_page
     shot = "reviewer-keyboard"
     _log_in(page, live_server, "rita", "pw-rita-123")
-    _shot(page, shot, "1-queue")
+    screenshot(page, shot, "1-queue")
     page.click("#oz-claim-form input[type=submit]")
     page.wait_for_url("**/decide/")
     body = page.inner_text("#content-main")
     assert "4,321 GBP" in body and "Family bakery, 12 years" in body
-    _shot(page, shot, "2-decision-page")
+    screenshot(page, shot, "2-decision-page")
 
     # "2" picks the second label (refer), Enter submits; the next task opens at once.
     page.keyboard.press("2")
     assert page.is_checked("input[name=output][value=refer]")
-    _shot(page, shot, "3-answer-picked")
+    screenshot(page, shot, "3-answer-picked")
     page.keyboard.press("Enter")
     page.wait_for_function("document.body.innerText.includes('12,000 GBP')")
-    _shot(page, shot, "4-next-task")
+    screenshot(page, shot, "4-next-task")
     first.refresh_from_db()
     assert (first.status, first.source, first.output) == ("answered", "human", "refer")
     assert Label.objects.get(prediction=first).target == "refer"
@@ -108,7 +73,7 @@ def test_reviewer_decides_with_the_keyboard(live_server, browser_page):
     page.keyboard.press("Enter")
     page.wait_for_url("**/queue/**")  # nothing left: back to the queue
     assert "Nothing" in page.inner_text("#content") or "empty" in page.inner_text("#content")
-    _shot(page, shot, "5-queue-empty")
+    screenshot(page, shot, "5-queue-empty")
     second.refresh_from_db()
     assert second.output == "approve"
     assert Prediction.objects.filter(status="pending").count() == 0
@@ -151,18 +116,18 @@ def test_an_end_user_appeals_and_a_second_reviewer_overturns(live_server, chromi
     decision = person.inner_text("#decision")
     assert "Your application for loan-approval was answered: refer" in decision and "by a person" in decision
     assert "18,500 GBP" in person.inner_text("#input")
-    _shot(person, shot, "1-person-sees-the-decision")
+    screenshot(person, shot, "1-person-sees-the-decision")
 
     # 3. They fill the form with labels a screen reader would announce, and send it.
     person.get_by_label("Why do you think the decision is wrong?").fill(
         "My bakery has traded for twelve years; the accounts are with my application."
     )
     person.get_by_label("approve").check()
-    _shot(person, shot, "2-person-fills-the-form")
+    screenshot(person, shot, "2-person-fills-the-form")
     person.get_by_role("button", name="Send my appeal").click()
     person.wait_for_selector("#appeal-status")
     assert "We have received your appeal" in person.inner_text("#appeal-status")
-    _shot(person, shot, "3-appeal-received")
+    screenshot(person, shot, "3-appeal-received")
     appeal = Appeal.objects.get(prediction=prediction)
     assert (appeal.status, appeal.requested_output) == (AppealStatus.OPEN, "approve")
 
@@ -185,7 +150,7 @@ def test_an_end_user_appeals_and_a_second_reviewer_overturns(live_server, chromi
     sam.keyboard.press("1")
     assert sam.is_checked("input[name=output][value=approve]")
     sam.fill("#id_note", "Your accounts show twelve years of steady trading, so we approve.")
-    _shot(sam, shot, "4-second-reviewer-decides")
+    screenshot(sam, shot, "4-second-reviewer-decides")
     with sam.expect_navigation():
         sam.keyboard.press("Control+Enter")
     sam.wait_for_url("**/queue/**")
@@ -198,7 +163,7 @@ def test_an_end_user_appeals_and_a_second_reviewer_overturns(live_server, chromi
     assert "Your appeal was successful" in status and "approve" in status
     assert "twelve years of steady trading" in person.inner_text("#appeal-note")
     assert "was answered: approve" in person.inner_text("#decision")
-    _shot(person, shot, "5-person-sees-the-outcome")
+    screenshot(person, shot, "5-person-sees-the-outcome")
     prediction.refresh_from_db()
     assert (prediction.status, prediction.output) == ("revised", "approve")
     assert Label.objects.get(prediction=prediction, superseded_by__isnull=True).source == LabelSource.APPEAL

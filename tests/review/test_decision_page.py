@@ -167,8 +167,8 @@ def test_the_explanation_slot_shows_a_models_explanation(loan, rita, monkeypatch
         {"feature": "years_trading", "contribution": 0.12},
         {"feature": "amount", "contribution": -0.41},
     ]
-    monkeypatch.setattr(Prediction, "explanation", property(lambda self: explanation), raising=False)
-    _pending(loan)
+    # Prediction.explanation is a real field now: store it rather than patch the class.
+    Prediction.objects.filter(pk=_pending(loan).pk).update(explanation=explanation)
     task = review_task_claim_next(reviewer=rita)
 
     html = _page(rita, task)
