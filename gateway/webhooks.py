@@ -7,7 +7,17 @@ Receivers recompute it over the raw body and reject old timestamps to stop repla
 A delivery is sent only to a host the prediction's API client registered
 (`ApiClient.webhook_hosts`): checked when /predict accepts the callback_url, and again at
 every attempt, since the list may have changed in between. A 3xx answer is a failed attempt,
-never followed: a redirect could otherwise lead anywhere the client did not register."""
+never followed: a redirect could otherwise lead anywhere the client did not register.
+
+At each attempt the host name is resolved once; the attempt is refused (for good) when any
+address it resolves to is not public (loopback, private, link-local, multicast, reserved,
+unspecified; IPv4-mapped and 6to4/Teredo IPv6 judged by the IPv4 address inside), and the
+POST then goes to one of those vetted addresses (never to a second lookup, which DNS
+rebinding could point elsewhere) with the original Host header and, for https, SNI and
+certificate verification against the original name. A non-public address is allowed when
+OZ_WEBHOOK_ALLOW_PRIVATE is set (tests, closed networks) or when a network entry of the
+client's webhook_hosts ("10.0.0.0/8", "127.0.0.1/32") contains it; a plain IP entry
+("127.0.0.1") only lets callback_urls name that host."""
 from __future__ import annotations
 
 import hashlib
@@ -18,10 +28,9 @@ import json
 import logging
 import re
 import socket
+import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from datetime import timedelta
 
 import structlog
@@ -96,6 +105,14 @@ def webhook_hosts_clean(hosts) -> list[str]:
         name = host[2:] if wildcard else host
         if not wildcard and _is_ip(name):
             ok = True
+        elif not wildcard and "/" in name:
+            # A network: permits non-public addresses inside it for this client (and IP
+            # literals inside it as callback hosts). Host bits must be clear.
+            try:
+                host = str(ipaddress.ip_network(name, strict=True))
+            except ValueError:
+                raise ValueError(f"not a network (CIDR with host bits clear): {entry!r}") from None
+            ok = True
         else:
             labels = name.split(".")
             # A wildcard needs at least two labels under it ("*.example.com", not "*.com").
@@ -118,7 +135,50 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
                 return True
         elif host == entry:
             return True
-    return False
+    address = _ip_or_none(host)  # an IP literal may also fall inside a network entry
+    return address is not None and any(_ip_unmapped(address) in network for network in _networks_of(allowed))
+
+
+def _ip_or_none(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _ip_unmapped(address):
+    """An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it stands for."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _networks_of(allowed: list[str] | None) -> list:
+    """The network entries ("10.0.0.0/8") of an allow-list."""
+    networks = []
+    for entry in allowed or []:
+        if "/" in entry:
+            try:
+                networks.append(ipaddress.ip_network(_host_normalise(entry), strict=False))
+            except ValueError:
+                continue
+    return networks
+
+
+def address_is_public(address) -> bool:
+    """True for an address on the public internet; False for loopback, private, link-local,
+    multicast, reserved, unspecified and other special-purpose addresses. IPv6 addresses
+    carrying an IPv4 address (mapped, 6to4, Teredo) are judged by that address too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address_is_public(address.ipv4_mapped)
+        embedded = address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is not None and not address_is_public(embedded):
+            return False
+    return address.is_global and not (
+        address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
+        or address.is_reserved or address.is_unspecified
+    )
 
 
 def callback_host_check(*, client: ApiClient | None, url: str) -> None:
@@ -130,21 +190,78 @@ def callback_host_check(*, client: ApiClient | None, url: str) -> None:
         raise HostNotRegistered(f"host {host!r} is not registered for this API client")
 
 
-def destination_check(url: str) -> None:
-    """Refuse callback URLs that resolve to loopback, private, link-local or reserved
-    addresses (a client could otherwise make Oz probe its internal network), unless
-    OZ_WEBHOOK_ALLOW_PRIVATE is set (local development and tests)."""
-    if settings.OZ_WEBHOOK_ALLOW_PRIVATE:
-        return
-    host = urllib.parse.urlsplit(url).hostname or ""
+def destination_resolve(*, client: ApiClient | None, url: str) -> list:
+    """Resolve `url`'s host once and return the addresses a POST may connect to. Raises
+    DestinationRefused when any of them is non-public (see address_is_public) unless
+    OZ_WEBHOOK_ALLOW_PRIVATE is set or a network entry of the client's webhook_hosts holds
+    it, or when the URL is not http(s). A failed lookup raises OSError (retried later)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise DestinationRefused(f"not an http or https URL: {url!r}")
+    host = _host_normalise(parts.hostname or "")
     try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror as exc:
-        raise DestinationRefused(f"cannot resolve {host!r}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise DestinationRefused(f"{host!r} resolves to a non-public address ({address})")
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        raise DestinationRefused(f"bad port in {url!r}") from None
+    if not host:
+        raise DestinationRefused(f"no host in {url!r}")
+    addresses = []
+    for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise OSError(f"cannot resolve {host!r}")
+    if settings.OZ_WEBHOOK_ALLOW_PRIVATE:
+        return addresses
+    networks = _networks_of(client.webhook_hosts if client is not None else [])
+    for address in addresses:
+        if not address_is_public(address) and not any(_ip_unmapped(address) in network for network in networks):
+            raise DestinationRefused(
+                f"{host!r} resolves to a non-public address ({address}); allow it with a network entry "
+                "in the client's webhook hosts"
+            )
+    return addresses
+
+
+def _connect_any(addresses: list, port: int, timeout) -> socket.socket:
+    """A TCP connection to the first of the vetted `addresses` that answers."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((str(address), port), timeout)
+        except OSError as exc:
+            error = exc
+    raise error or OSError("no address to connect to")
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to vetted addresses, never resolving the host again; the Host header
+    still names the URL's host."""
+
+    def __init__(self, host: str, port: int, *, addresses: list, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self.oz_addresses = addresses
+
+    def connect(self):
+        self.sock = _connect_any(self.oz_addresses, self.port, self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """As _PinnedHTTPConnection, over TLS with SNI and certificate (and name) verification
+    against the URL's host, not the address."""
+
+    def __init__(self, host: str, port: int, *, addresses: list, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.oz_addresses = addresses
+
+    def connect(self):
+        sock = _connect_any(self.oz_addresses, self.port, self.timeout)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -153,15 +270,6 @@ def backoff_seconds(attempts: int) -> int:
     """10 s, 20 s, 40 s … capped at one hour."""
     return min(10 * 2 ** max(attempts - 1, 0), 3600)
 
-
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """Never follow a redirect: urllib then raises HTTPError with the 3xx code."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-_opener = urllib.request.build_opener(_RefuseRedirects)
 
 # Written on the attempt row before the request goes out and replaced by the outcome, so a
 # worker killed mid-request leaves an honest trace.
@@ -172,33 +280,40 @@ def _post(delivery: WebhookDelivery, client: ApiClient | None) -> tuple[int | No
     """POST the delivery once. Returns (status code, error, give up now)."""
     try:
         callback_host_check(client=client, url=delivery.url)
-        destination_check(delivery.url)
+        addresses = destination_resolve(client=client, url=delivery.url)
     except DestinationRefused as exc:
         return None, str(exc), True
+    except OSError as exc:  # the name did not resolve (now): try again later
+        return None, f"cannot resolve the host: {exc}"[:1000], False
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
-    request = urllib.request.Request(
-        delivery.url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "Oz-Webhooks/1",
-            "Oz-Event": delivery.event,
-            "Oz-Delivery": str(delivery.pk),
-            "Oz-Signature": signature_header(client.webhook_secret, body),
-        },
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Oz-Webhooks/1",
+        "Oz-Event": delivery.event,
+        "Oz-Delivery": str(delivery.pk),
+        "Oz-Signature": signature_header(client.webhook_secret, body),
+    }
+    parts = urllib.parse.urlsplit(delivery.url)
+    connection_class = _PinnedHTTPSConnection if parts.scheme.lower() == "https" else _PinnedHTTPConnection
+    connection = connection_class(
+        parts.hostname, parts.port, addresses=addresses, timeout=settings.OZ_WEBHOOK_TIMEOUT_SECONDS
     )
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        with _opener.open(request, timeout=settings.OZ_WEBHOOK_TIMEOUT_SECONDS) as response:
-            return response.status, "", False
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if 300 <= exc.code < 400:
-            return exc.code, f"HTTP {exc.code}: redirects are not followed", False
-        return exc.code, f"HTTP {exc.code}", False
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        status = response.status
+        response.close()
+    except (http.client.HTTPException, OSError, ValueError) as exc:
         # No usable HTTP answer: refused, timed out, TLS failure, garbage instead of HTTP.
         return None, str(exc)[:1000] or exc.__class__.__name__, False
+    finally:
+        connection.close()
+    if 200 <= status < 300:
+        return status, "", False
+    if 300 <= status < 400:
+        return status, f"HTTP {status}: redirects are not followed", False
+    return status, f"HTTP {status}", False
 
 
 def webhook_attempt(*, delivery_id: int) -> WebhookDelivery | None:

@@ -22,6 +22,7 @@ never silently switch it off.
 """
 from __future__ import annotations
 
+import math
 from itertools import product
 
 from gateway.schema import FieldError
@@ -64,7 +65,8 @@ def training_settings(predictor) -> dict:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (a NaN threshold would make its gate pass or fail at random)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _whole(value, low: int, high: int) -> bool:
@@ -79,7 +81,7 @@ def definition_errors(data: dict) -> list[FieldError]:
     """Problems with the training, gates and auto_promote blocks of a definition."""
     errors: list[FieldError] = []
     output = data.get("output") if isinstance(data.get("output"), dict) else {}
-    kind = output.get("type") if output.get("type") in ESTIMATOR_NAMES else None
+    kind = output.get("type") if isinstance(output.get("type"), str) and output["type"] in ESTIMATOR_NAMES else None
     _training_errors(data.get("training", {}), kind, errors)
     _gate_errors(data.get("gates", {}), kind, bool(data.get("sensitive_attribute")), errors)
     if "auto_promote" in data and not isinstance(data["auto_promote"], bool):
@@ -122,7 +124,7 @@ def _training_errors(training, kind: str | None, errors: list[FieldError]) -> No
     grid = training.get("grid", {})
     params = training.get("params", {})
     if isinstance(grid, dict) and isinstance(params, dict):
-        for key in sorted(set(grid) & set(params)):
+        for key in sorted(set(grid) & set(params), key=str):  # YAML keys need not all be strings
             errors.append(FieldError(f"training.grid.{key}", "is also fixed in training.params; name it in one place"))
     if kind and not errors:
         _hyperparameter_errors(kind, training.get("estimator") or ESTIMATOR_NAMES[kind][0], params, grid, errors)

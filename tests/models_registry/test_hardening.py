@@ -140,6 +140,7 @@ def test_number_outputs_agree_within_the_gates_tolerance(loan):
     assert errors({"rate": 0.8, "min_requests": 10, "tolerance": 500}) == []
     assert errors({"rate": 0.8, "min_requests": 10}) == ["gates.min_shadow_agreement"]
     assert errors({"rate": 0.8, "min_requests": 10, "tolerance": -1}) == ["gates.min_shadow_agreement.tolerance"]
+    assert errors({"rate": float("nan"), "min_requests": 10, "tolerance": 1}) == ["gates.min_shadow_agreement.rate"]
 
     version = _version(loan, 1)
     for model_said, human_said in (("42000", "41999.87"), ("42000", "39000")):

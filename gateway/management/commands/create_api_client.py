@@ -14,8 +14,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--webhook-hosts",
             default="",
-            help="comma-separated hosts its callback_urls may name: exact names or '*.example.com'; "
-            "default: none (no webhooks)",
+            help="comma-separated hosts its callback_urls may name: exact names, IPs or '*.example.com'; "
+            "a network such as '10.0.0.0/8' also allows private targets inside it; default: none (no webhooks)",
         )
 
     def handle(self, *args, name, predictors, webhook_hosts, **options):
