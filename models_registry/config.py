@@ -66,7 +66,9 @@ def training_settings(predictor) -> dict:
 
 def _number(value) -> bool:
     """A finite int or float (a NaN threshold would make its gate pass or fail at random)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # ints are finite, however large
 
 
 def _whole(value, low: int, high: int) -> bool:
