@@ -66,6 +66,7 @@ from django.utils import timezone
 from gateway.models import Prediction, PredictionStatus, Predictor
 
 from .features import MISSING_CATEGORY
+from .jsonsafe import json_ready
 from .models import DriftReport, ModelVersion, Stage
 
 logger = logging.getLogger(__name__)
@@ -293,17 +294,7 @@ def compare_categorical(reference: dict, keys: list[str]) -> dict:
 
 
 def _clean(value):
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return _number(float(value))
-    return value
+    return json_ready(value, digits=6)
 
 
 # -- reading the live window -------------------------------------------------------------------

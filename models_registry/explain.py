@@ -34,8 +34,6 @@ by Celery tasks sent once the request's transaction commits.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +44,7 @@ from django.db.models.functions import Abs, Cast, TruncDate
 
 from .artifacts import artifact_load
 from .features import feature_rows
+from .loaded_once import LoadedOnce
 from .models import ExplanationSample, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -58,10 +57,7 @@ LINEAR = "linear"
 CALIBRATED_SVM = "calibrated_linear_svm"
 TREE_SHAP = "tree_shap"
 
-_explainers: dict[tuple, ModelExplainer] = {}
-_failed: dict[tuple, tuple[float, BaseException]] = {}
-_key_locks: dict[tuple, threading.Lock] = {}
-_lock = threading.Lock()
+_explainers = LoadedOnce(FAILURE_MEMORY_SECONDS)  # (pk, artifact sha256) -> ModelExplainer
 
 
 class CannotExplain(Exception):
@@ -256,35 +252,12 @@ def _build(version: ModelVersion, predictor) -> ModelExplainer:
 def explainer_get(version: ModelVersion, predictor) -> ModelExplainer:
     """The version's explainer, built on first use in this process and kept (a failure is
     remembered for FAILURE_MEMORY_SECONDS so storage is not read on every request)."""
-    key = (version.pk, version.artifact_sha256)
-    explainer = _explainers.get(key)
-    if explainer is not None:
-        return explainer
-    with _lock:
-        lock = _key_locks.setdefault(key, threading.Lock())
-    with lock:
-        explainer = _explainers.get(key)
-        if explainer is not None:
-            return explainer
-        failure = _failed.get(key)
-        if failure is not None and time.monotonic() < failure[0]:
-            raise failure[1].with_traceback(None)
-        try:
-            explainer = _build(version, predictor)
-        except Exception as exc:
-            _failed[key] = (time.monotonic() + FAILURE_MEMORY_SECONDS, exc)
-            raise
-        _failed.pop(key, None)
-        _explainers[key] = explainer
-    return explainer
+    return _explainers.get((version.pk, version.artifact_sha256), lambda: _build(version, predictor))
 
 
 def explainers_clear() -> None:
     """Forget every built explainer (tests, or after a deploy)."""
-    with _lock:
-        _explainers.clear()
-        _failed.clear()
-        _key_locks.clear()
+    _explainers.clear()
 
 
 def explanation_compute(*, predictor, version: ModelVersion, clean_input: dict, output) -> Explanation:

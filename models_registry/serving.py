@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ from gateway.models import Predictor
 
 from .artifacts import artifact_bytes, artifact_load
 from .features import feature_rows
+from .loaded_once import LoadedOnce
 from .models import ModelVersion, Stage
 from .onnx import OnnxModel
 
@@ -28,10 +28,8 @@ logger = logging.getLogger(__name__)
 
 FAILURE_MEMORY_SECONDS = 30.0
 
-_loaded: dict[tuple, object] = {}  # (pk, format, sha256) -> _SkopsServed | _OnnxServed
-_failed: dict[tuple, tuple[float, BaseException]] = {}  # key -> (retry after, error)
-_key_locks: dict[tuple, threading.Lock] = {}
-_load_lock = threading.Lock()
+_cache = LoadedOnce(FAILURE_MEMORY_SECONDS)
+_loaded = _cache.items  # (pk, format, sha256) -> _SkopsServed | _OnnxServed
 
 
 @dataclass(frozen=True)
@@ -99,28 +97,10 @@ def _load(version: ModelVersion):
 
 
 def _served(version: ModelVersion):
-    key = _key(version)
-    served = _loaded.get(key)
-    if served is not None:
-        return served
-    with _load_lock:
-        lock = _key_locks.setdefault(key, threading.Lock())
-    with lock:  # one loader per version; other versions load in parallel
-        served = _loaded.get(key)
-        if served is not None:
-            return served
-        failure = _failed.get(key)
-        if failure is not None and time.monotonic() < failure[0]:
-            raise failure[1].with_traceback(None)
-        try:
-            served = _load(version)
-        except Exception as exc:
-            logger.warning("model v%s (pk %s) failed to load: %s", version.version, version.pk, exc)
-            _failed[key] = (time.monotonic() + FAILURE_MEMORY_SECONDS, exc)
-            raise
-        _failed.pop(key, None)
-        _loaded[key] = served
-    return served
+    def failed(exc):
+        logger.warning("model v%s (pk %s) failed to load: %s", version.version, version.pk, exc)
+
+    return _cache.get(_key(version), lambda: _load(version), on_failure=failed)
 
 
 def served_format(version: ModelVersion) -> str:
@@ -130,10 +110,7 @@ def served_format(version: ModelVersion) -> str:
 
 def loaded_clear() -> None:
     """Forget every loaded version and remembered failure (tests, or after a deploy)."""
-    with _load_lock:
-        _loaded.clear()
-        _failed.clear()
-        _key_locks.clear()
+    _cache.clear()
 
 
 class ModelCannotAnswer(Exception):

@@ -64,6 +64,7 @@ from .artifacts import artifact_load, artifact_save
 from .config import CV_FOLDS, training_settings
 from .drift import reference_stats_for_training
 from .features import ESTIMATORS, feature_rows, pipeline_build, usable_text_fields
+from .jsonsafe import json_ready
 from .models import ModelVersion, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -304,22 +305,7 @@ def _environment() -> dict:
     }
 
 
-def _clean(value):
-    """JSON-ready: numpy scalars as Python numbers, NaN and infinities as null (PostgreSQL's
-    jsonb refuses them)."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if value is None or isinstance(value, str):
-        return value
-    return repr(value)
+_clean = json_ready
 
 
 class _RunLog(logging.Handler):

@@ -7,6 +7,7 @@ import hashlib
 import io
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -345,8 +346,8 @@ def test_a_failed_load_is_remembered_for_a_while_not_retried_per_request(loan, m
             serving.model_answer(predictor=loan, version=version, clean_input=factories.loan_input())
     assert opens.count == 1 and not serving._loaded
     # Once the memory lapses, storage is read again (an operator may have fixed the file).
-    clock = serving.time.monotonic() + serving.FAILURE_MEMORY_SECONDS + 1
-    monkeypatch.setattr(serving.time, "monotonic", lambda: clock)
+    clock = time.monotonic() + serving.FAILURE_MEMORY_SECONDS + 1
+    monkeypatch.setattr(time, "monotonic", lambda: clock)
     with pytest.raises(ArtifactIntegrityError):
         serving.model_answer(predictor=loan, version=version, clean_input=factories.loan_input())
     assert opens.count == 2
