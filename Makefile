@@ -22,7 +22,7 @@ help:
 	@echo "make demo   - play the whole loop on loan-approval in a fresh demo database (demo.sqlite3); then make run DEMO=1"
 	@echo "make test   - pytest against a throwaway PostgreSQL + Redis (PYTEST_ARGS=\"-k foo\")"
 	@echo "make lint   - ruff check"
-	@echo "make bench  - run bench/run.py (BENCH_ARGS=...)"
+	@echo "make bench  - every benchmark on a throwaway PostgreSQL + Redis (BENCHES=..., BENCH_ARGS=--quick)"
 	@echo "make venv   - create/refresh .venv from requirements-dev.txt"
 	@echo "make clean  - remove .venv, caches and collected static files"
 
@@ -70,12 +70,14 @@ lint: venv
 		echo "ruff is not installed in $(VENV) (see requirements-dev.txt); skipping lint"; \
 	fi
 
+# Every benchmark, on a throwaway PostgreSQL + Redis (scripts/testenv.sh): /predict over HTTP
+# beside MLflow, MLServer and bare WSGI apps (the peers' virtualenvs are built in bench/.venvs
+# on first use), the review queue, training and export. Each prints a table and writes
+# bench/results/<name>.json. BENCHES="predict_http" runs one; BENCH_ARGS="--quick" all small.
+BENCHES ?= predict_http review_queue training export
 bench: venv
-	@if [ -f bench/run.py ]; then \
-		$(VPY) bench/run.py $(BENCH_ARGS); \
-	else \
-		echo "no bench/run.py yet"; \
-	fi
+	scripts/ensure-system-deps.sh wrk
+	scripts/testenv.sh bash -c 'set -e; for b in $(BENCHES); do echo "== bench/$$b.py $(BENCH_ARGS)"; $(VPY) bench/$$b.py $(BENCH_ARGS); done'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles

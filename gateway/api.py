@@ -7,7 +7,6 @@ import uuid
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.permissions import AllowAny
@@ -50,7 +49,7 @@ def _require_object(data) -> dict:
 
 def _wait_param(request) -> int:
     raw = request.query_params.get("wait")
-    if raw in (None, ""):
+    if raw is None:  # absent; an empty value (`?wait=`) is not a number, so it is refused below
         return 0
     try:
         value = int(raw)
@@ -74,7 +73,12 @@ class PredictView(APIView):
     @extend_schema(
         operation_id="predict",
         request=s.PredictRequestSerializer,
-        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)],
+        parameters=[OpenApiParameter(
+            "Idempotency-Key", {"type": "string", "maxLength": 255, "pattern": s.NO_CONTROL_CHARACTERS},
+            OpenApiParameter.HEADER, required=False,
+            description="A retry with the same key and body returns the same prediction (at most 255 characters, "
+            "no control characters).",
+        )],
         responses={200: s.PredictionSerializer, 202: s.PredictionSerializer, 401: PROBLEM, 403: PROBLEM,
                    404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 429: PROBLEM},
         description="Ask a predictor. 200 when answered now, 202 when a human must answer (poll the "
@@ -93,23 +97,28 @@ class PredictView(APIView):
             raise exceptions.PermissionDenied("This API key may not call this predictor.")
         body = _require_object(request.data)
         errors = [{"field": name, "message": "unknown field"} for name in body if name not in PREDICT_FIELDS]
-        # The context's client: callback_url must name one of its registered webhook hosts.
-        envelope = s.PredictRequestSerializer(data=body, context={"client": client})
-        if not envelope.is_valid():
-            from .errors import flatten_errors
+        if len(body) == 1 and isinstance(body.get("input"), dict):
+            # Most requests are only an input object: nothing for the envelope serializer to
+            # check (building one copies all its fields), and its defaults are these.
+            data = {}
+        else:
+            # The context's client: callback_url must name one of its registered webhook hosts.
+            envelope = s.PredictRequestSerializer(data=body, context={"client": client})
+            if not envelope.is_valid():
+                from .errors import flatten_errors
 
-            errors.extend(flatten_errors(envelope.errors))
+                errors.extend(flatten_errors(envelope.errors))
+            data = envelope.validated_data if not errors else {}
         clean_input, input_errors = input_validate(predictor.schema, body.get("input"))
         if "input" in body:
             errors.extend(e.as_dict() for e in input_errors)
         if errors:
             raise FieldValidationError(errors)
         idempotency_key = request.headers.get("Idempotency-Key", "")
-        if len(idempotency_key) > 255 or not idempotency_key.isprintable():
+        if len(idempotency_key) > 255 or s.has_control_characters(idempotency_key):
             raise FieldValidationError(
-                [{"field": "Idempotency-Key", "message": "must be at most 255 printable characters"}]
+                [{"field": "Idempotency-Key", "message": "must be at most 255 characters, none of them control characters"}]
             )
-        data = envelope.validated_data
         try:
             prediction, created = prediction_create(
                 predictor=predictor,
@@ -157,7 +166,10 @@ class PredictionDetailView(APIView):
 
     @extend_schema(
         operation_id="prediction_get",
-        parameters=[OpenApiParameter("wait", int, description="Hold up to N seconds (max 30) while pending.")],
+        parameters=[OpenApiParameter(
+            "wait", {"type": "integer", "minimum": 0, "maximum": settings.OZ_MAX_WAIT_SECONDS},
+            description="Hold up to N seconds (max 30) while pending.",
+        )],
         responses={200: s.PredictionSerializer, 202: s.PredictionSerializer, 404: PROBLEM, 422: PROBLEM},
     )
     def get(self, request, prediction_id: str):
@@ -173,7 +185,8 @@ class PredictionOutcomeView(APIView):
     @extend_schema(
         operation_id="prediction_outcome",
         request=s.OutcomeRequestSerializer,
-        responses={201: OpenApiResponse(description="Recorded as a label with source `outcome`."), 404: PROBLEM, 422: PROBLEM},
+        responses={201: OpenApiResponse(s.OutcomeSerializer, description="Recorded as a label with source `outcome`."),
+                   404: PROBLEM, 422: PROBLEM},
     )
     def post(self, request, prediction_id: str):
         from review.models import LabelSource
@@ -209,7 +222,7 @@ class PredictorListView(APIView):
     permission_classes = [IsApiClientOrHasPerm]
     required_perms = ("gateway.view_predictor",)
 
-    @extend_schema(operation_id="predictors_list", responses={200: s.PredictorSerializer(many=True)})
+    @extend_schema(operation_id="predictors_list", responses={200: s.PredictorListSerializer})
     def get(self, request):
         predictors = Predictor.objects.select_related("routing").order_by("slug")
         user = request.user
@@ -265,7 +278,7 @@ class HealthView(APIView):
     permission_classes = [AllowAny]
     throttle_classes: list = []
 
-    @extend_schema(operation_id="healthz", responses={200: OpenApiResponse(description="The process is up.")})
+    @extend_schema(operation_id="healthz", responses={200: OpenApiResponse(s.HealthSerializer, description="The process is up.")})
     def get(self, request):
         return Response({"status": "ok"})
 
@@ -275,7 +288,10 @@ class ReadyView(APIView):
     permission_classes = [AllowAny]
     throttle_classes: list = []
 
-    @extend_schema(operation_id="readyz", responses={200: OpenApiResponse(description="Dependencies reachable."), 503: PROBLEM})
+    @extend_schema(operation_id="readyz", responses={
+        200: OpenApiResponse(s.ReadySerializer, description="Dependencies reachable."),
+        503: OpenApiResponse(s.UnreadySerializer, description="A dependency is unreachable (problem+json, with `checks`)."),
+    })
     def get(self, request):
         checks = {}
         try:

@@ -1,15 +1,32 @@
-"""DRF authentication: API clients (`Bearer <api key>`) and people (`Token <user token>`)."""
+"""DRF authentication: API clients (`Bearer <api key>`) and people (`Token <user token>`).
+
+A presented credential that is malformed or matches nothing is counted against the caller's
+address (gateway.throttling.auth_failure_record): 401 until the address is over
+settings.OZ_THROTTLE_AUTH_FAILURES, then 429 with Retry-After. Success touches no cache."""
 from __future__ import annotations
 
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 
-from .keys import key_matches, key_prefix
+from .keys import hash_matches, key_hash, key_matches, key_prefix
 from .models import ApiKey, UserToken
+from .throttling import auth_failure_record
+from .verified_keys import verified_generation, verified_get, verified_remember
 
 API_KEY_KIND = "oz"
 USER_TOKEN_KIND = "ozu"  # noqa: S105 - a key prefix, not a secret
+
+
+def _refuse(request, message) -> exceptions.APIException:
+    """The exception for a failed credential, counted against the caller's address: 401, or
+    429 once that address has failed too often. The credential itself is never logged."""
+    wait = auth_failure_record(request)
+    if wait is not None:
+        return exceptions.Throttled(
+            wait=wait, detail=str(_("Too many failed authentication attempts from this address; try again later."))
+        )
+    return exceptions.AuthenticationFailed(message)
 
 
 def _credential(request, scheme: str) -> str | None:
@@ -17,11 +34,11 @@ def _credential(request, scheme: str) -> str | None:
     if not header or header[0].lower() != scheme.lower().encode():
         return None
     if len(header) != 2:
-        raise exceptions.AuthenticationFailed(_("Malformed Authorization header."))
+        raise _refuse(request, _("Malformed Authorization header."))
     try:
         return header[1].decode("ascii")
     except UnicodeError:
-        raise exceptions.AuthenticationFailed(_("Malformed Authorization header.")) from None
+        raise _refuse(request, _("Malformed Authorization header.")) from None
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -34,6 +51,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if presented is None:
             return None
         prefix = key_prefix(API_KEY_KIND, presented)
+        digest = key_hash(presented) if prefix else ""
+        if prefix and (known := verified_get(digest)) is not None:
+            return known
+        generation = verified_generation()
         key = None
         if prefix:
             key = (
@@ -41,8 +62,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
                 .filter(prefix=prefix, revoked_at__isnull=True, client__is_active=True)
                 .first()
             )
-        if key is None or not key_matches(presented, key.key_hash):
-            raise exceptions.AuthenticationFailed(_("Invalid API key."))
+        if key is None or not hash_matches(digest, key.key_hash):
+            raise _refuse(request, _("Invalid API key."))
+        verified_remember(digest, key.client, key, generation=generation)
         return key.client, key
 
     def authenticate_header(self, request):
@@ -67,7 +89,7 @@ class UserTokenAuthentication(authentication.BaseAuthentication):
                 .first()
             )
         if token is None or not key_matches(presented, token.key_hash):
-            raise exceptions.AuthenticationFailed(_("Invalid token."))
+            raise _refuse(request, _("Invalid token."))
         return token.user, token
 
     def authenticate_header(self, request):
@@ -79,3 +101,4 @@ def touch_key(key: ApiKey) -> None:
     now = timezone.now()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now  # the remembered row too (gateway.verified_keys)

@@ -1,13 +1,22 @@
 """One error format for every 4xx/5xx: RFC 9457 problem+json with field-by-field errors.
 
 Invalid content in well-formed requests (schema failures, bad field values, bad query
-parameters) is 422; a body that is not JSON at all is 400."""
+parameters) is 422; a body that is not JSON at all is 400.
+
+A dependency that is down (PostgreSQL refusing or dropping connections, Redis unreachable)
+is 503 with `Retry-After`, never a 500 or a stack trace: problem+json for the API, a short
+HTML page for the admin. `dependency_unavailable` says which exceptions mean that; the DRF
+handler, gateway.middleware.DependencyUnavailableMiddleware (other views) and handler500
+(errors raised outside any view) all answer them the same way."""
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, JsonResponse
+from django.db import InterfaceError as DbInterfaceError
+from django.db import OperationalError as DbOperationalError
+from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
@@ -103,9 +112,11 @@ def problem_response(status_code: int, detail: str, *, errors=None, code=None, h
 
 def problem_exception_handler(exc, context):
     """DRF exception handler: every error becomes problem+json; nothing a client sends
-    reaches the generic 500 page."""
+    reaches the generic 500 page, and a dependency that is down is 503 with Retry-After."""
     response = _problem_for(exc)
     request = context.get("request")
+    if response is not None and dependency_unavailable(exc):
+        dependency_log(request, exc)
     if response is not None and request is not None:
         # Render the problem as JSON even on views whose renderer is something else (the
         # OpenAPI schema's YAML, the docs' HTML); DRF renders with the request's renderer.
@@ -114,7 +125,91 @@ def problem_exception_handler(exc, context):
     return response
 
 
+# --- a dependency is down ---------------------------------------------------------------------
+
+# Seconds a client is asked to wait before retrying when a dependency is down: about the time
+# a database restart or failover takes.
+RETRY_AFTER_SECONDS = 5
+
+
+def _unavailable_types() -> tuple[type, ...]:
+    types: list[type] = [DbOperationalError, DbInterfaceError]
+    try:  # raw driver errors, should one ever escape Django's wrapper
+        import psycopg
+
+        types += [psycopg.OperationalError, psycopg.InterfaceError]
+    except ImportError:
+        pass
+    try:  # the cache (Redis), where something reads it on a request's path
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        types += [RedisConnectionError, RedisTimeoutError]
+    except ImportError:
+        pass
+    try:  # the broker, should a message be sent without gateway.messaging's guard
+        from kombu.exceptions import OperationalError as BrokerOperationalError
+
+        types.append(BrokerOperationalError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+UNAVAILABLE_ERRORS = _unavailable_types()
+
+
+def dependency_unavailable(exc: BaseException | None) -> bool:
+    """True when `exc` means a dependency is down or dropped the connection (the database's
+    OperationalError/InterfaceError: refused, reset, shutting down, starting up; Redis or
+    broker connection errors and timeouts), not that the request or the code is wrong."""
+    return exc is not None and isinstance(exc, UNAVAILABLE_ERRORS)
+
+
+def _dependency_name(exc: BaseException) -> str:
+    module = type(exc).__module__
+    if module.startswith(("redis", "kombu")):
+        return "redis" if module.startswith("redis") else "broker"
+    return "database"
+
+
+def dependency_log(request, exc: BaseException) -> None:
+    """One warning line per refused request (no traceback: during an outage every request
+    would print the same one)."""
+    logger.warning(
+        "503 for %s %s: the %s is unavailable (%s: %s)",
+        getattr(request, "method", "?"), getattr(request, "path", "?"), _dependency_name(exc),
+        type(exc).__name__, str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "",
+    )
+
+
+UNAVAILABLE_DETAIL = "A service this request needs is temporarily unavailable; retry after the time in Retry-After."
+
+_UNAVAILABLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Service unavailable</title></head>
+<body><h1>Service unavailable</h1>
+<p>A service Oz needs is temporarily unavailable. Please try again in a few seconds.</p></body></html>
+"""
+
+
+def unavailable_response(request) -> HttpResponse:
+    """503 with Retry-After outside DRF: an HTML page for the admin and browsers (pages that
+    ask for text/html, like the appeal page), problem+json for everything else."""
+    if request is not None and (_is_admin(request) or "text/html" in request.headers.get("Accept", "")):
+        response = HttpResponse(_UNAVAILABLE_PAGE, status=503, content_type="text/html; charset=utf-8")
+    else:
+        response = _problem_json(503, UNAVAILABLE_DETAIL, code="unavailable")
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def _problem_for(exc):
+    if dependency_unavailable(exc):
+        return problem_response(
+            503, UNAVAILABLE_DETAIL, code="unavailable",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -139,8 +234,8 @@ def _problem_for(exc):
 
 
 # Django-level handlers (URLs that no DRF view owns)
-def _problem_json(status_code: int, detail: str) -> JsonResponse:
-    return JsonResponse(problem(status_code, detail), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
+def _problem_json(status_code: int, detail: str, *, code: str | None = None) -> JsonResponse:
+    return JsonResponse(problem(status_code, detail, code=code), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
 
 
 # The admin is for people: its errors stay HTML pages; everything else is the API.
@@ -167,6 +262,10 @@ def handler403(request, exception=None):
 
 
 def handler500(request):
+    # Django calls this while handling the exception: a dependency that is down (raised
+    # outside any view, e.g. by the session middleware) is a 503, not a 500.
+    if dependency_unavailable(sys.exc_info()[1]):
+        return unavailable_response(request)
     if _is_admin(request):
         return defaults.server_error(request)
     return _problem_json(500, "Something went wrong on our side; it has been logged.")

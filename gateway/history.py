@@ -4,6 +4,7 @@ Services set `instance._history_user` when they know the person; otherwise the r
 user is used, but only when it is a person: API clients are not users, and what they cause
 (a prediction) is attributed through the prediction's own `client` field."""
 from django.contrib.auth import get_user_model
+from simple_history.manager import HistoryManager
 
 
 def history_user(instance=None, request=None, **kwargs):
@@ -16,6 +17,33 @@ def history_user(instance=None, request=None, **kwargs):
     return None
 
 
+class ReusedHistoryManager(HistoryManager):
+    """simple-history's manager, with its queryset-bound class made once per queryset class.
+
+    simple-history builds `instance.history` anew on every access, through Django's
+    `Manager.from_queryset`, which makes a new class (inspecting every method of the
+    queryset) each time: about a millisecond, paid by every audited save (it reads the
+    manager to write the history row). The classes it makes are all alike, so one is kept."""
+
+    _made: dict = {}
+
+    @classmethod
+    def from_queryset(cls, queryset_class, class_name=None):
+        key = (cls, queryset_class, class_name)
+        made = cls._made.get(key)
+        if made is None:
+            made = cls._made[key] = super().from_queryset(queryset_class, class_name)
+        return made
+
+
+def audit_history(**options):
+    """The HistoricalRecords every audited model uses: who changed it (history_user) and the
+    reused manager class."""
+    from simple_history.models import HistoricalRecords
+
+    return HistoricalRecords(get_user=history_user, history_manager=ReusedHistoryManager, **options)
+
+
 # simple-history's history_change_reason column is varchar(100).
 CHANGE_REASON_MAX_LENGTH = 100
 
@@ -26,3 +54,55 @@ def change_reason(text: str) -> str | None:
     if not text:
         return None
     return text if len(text) <= CHANGE_REASON_MAX_LENGTH else text[: CHANGE_REASON_MAX_LENGTH - 1] + "…"
+
+
+class HistoryFromFirstChange:
+    """For rows the system writes on the request path by the thousand (predictions, review
+    tasks): creating one writes no history row; the first change to it first records the
+    row as it was created (history_type "+", dated at its `created_at`, no user), then the
+    change as usual. So every state a person changed is still in the history, and /predict
+    does one INSERT instead of two. A row never changed has no history: it is its own record.
+
+    Put it before models.Model in the bases; the model needs `created_at` and a simple-history
+    `history` manager."""
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        # The row as read, for its creation record should this be its first change (saves
+        # history_begin a SELECT; a claim is often a task's first change).
+        instance._history_loaded = dict(zip(field_names, values, strict=True))
+        return instance
+
+    def save(self, *args, **kwargs):
+        if self._state.adding:
+            if hasattr(self, "skip_history_when_saving"):
+                return super().save(*args, **kwargs)
+            self.skip_history_when_saving = True
+            try:
+                return super().save(*args, **kwargs)
+            finally:
+                del self.skip_history_when_saving
+        history_begin(self)
+        return super().save(*args, **kwargs)
+
+
+def history_begin(instance) -> None:
+    """Write the creation record of `instance` if its history is empty (see
+    HistoryFromFirstChange). Call before its first change; later calls cost nothing."""
+    if getattr(instance, "_history_begun", False) or instance.pk is None:
+        return
+    model = type(instance)
+    historical = model.history.model
+    if not historical.objects.filter(**{model._meta.pk.attname: instance.pk}).exists():
+        tracked = [f.attname for f in historical._meta.concrete_fields if f.attname in {c.attname for c in model._meta.concrete_fields}]
+        loaded = getattr(instance, "_history_loaded", None) or {}
+        if all(name in loaded for name in tracked):
+            values = {name: loaded[name] for name in tracked}
+        else:  # created in this process, or read with only()/defer(): read the row as it is
+            values = model._base_manager.filter(pk=instance.pk).values(*tracked).first()
+        if values is not None:
+            historical.objects.create(
+                history_date=values["created_at"], history_type="+", history_user=None, history_change_reason=None, **values,
+            )
+    instance._history_begun = True

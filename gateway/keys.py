@@ -44,5 +44,10 @@ def key_prefix(kind: str, plaintext: str) -> str | None:
     return prefix
 
 
+def hash_matches(digest: str, stored_hash: str) -> bool:
+    """Compare a presented key's hash with a stored one, in constant time."""
+    return hmac.compare_digest(digest, stored_hash)
+
+
 def key_matches(plaintext: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(key_hash(plaintext), stored_hash)
+    return hash_matches(key_hash(plaintext), stored_hash)

@@ -10,8 +10,9 @@ Two kinds of numbers, kept apart so that nothing is double counted under gunicor
   scripts/gunicorn.conf.py sets the folder up, empties it at start and marks exited
   workers dead (`child_exit`).
 - **State and events that the database already records** (DatabaseCollector): queue depth,
-  model-human agreement, the drift alert, training runs, webhook deliveries, SLA misses and
-  appeals. They are read at scrape time with a few aggregate queries and cached for
+  model-human agreement, the drift alert, training runs, webhook deliveries, SLA misses,
+  appeals, and whether each live model version's artifact is intact (`oz_model_artifact_ok`,
+  a file check rather than a query). They are read at scrape time with a few aggregate queries and cached for
   OZ_METRICS_CACHE_SECONDS in the shared cache, so every worker reports the same value.
   Events that happen in Celery workers (training outcomes, webhook deliveries, SLA misses)
   are counted this way on purpose: a Celery worker is another container or host, with its
@@ -19,7 +20,9 @@ Two kinds of numbers, kept apart so that nothing is double counted under gunicor
   writes are the record, and counting rows never double counts and survives restarts.
 
 The /predict hot path adds one counter increment and one histogram observation
-(`prediction_count`), and no database query.
+(`prediction_count`), and no database query. A model version that fails to load is counted
+(`oz_model_load_failures_total`) by the serving process, at most once per version every
+few seconds.
 """
 from __future__ import annotations
 
@@ -73,8 +76,21 @@ def prediction_count(*, predictor: str, route: dict, source: str, status: str, s
     PREDICT_LATENCY.labels(predictor, source).observe(seconds)
 
 
+MODEL_LOAD_FAILURES = Counter(
+    "oz_model_load_failures",
+    "Failed loads of a model version's artifact by a serving process (missing, corrupt, unreadable or "
+    "unloadable), by predictor and version; the requests meanwhile went to the routing flag's fallback. "
+    "Counted once per process and version every models_registry.serving.FAILURE_MEMORY_SECONDS at most.",
+    ["predictor", "model_version", "reason"],
+)
+
+
 def human_decision_observe(*, predictor: str, kind: str, seconds: float) -> None:
     HUMAN_DECISION.labels(predictor, kind).observe(max(seconds, 0.0))
+
+
+def model_load_failure_count(*, predictor: str, version: int, reason: str) -> None:
+    MODEL_LOAD_FAILURES.labels(predictor, str(version), reason).inc()
 
 
 # --- read from the database at scrape time ----------------------------------------------------
@@ -126,7 +142,8 @@ def _queue_depth(slugs: list[str]) -> Family:
 
 
 def _agreement() -> list[Family]:
-    from django.db.models import OuterRef, Subquery
+    from django.db.models import F, OuterRef, Subquery
+    from django.db.models.functions import Coalesce
 
     from gateway.models import AnswerSource, Prediction
     from models_registry.models import ModelVersion, Stage
@@ -149,14 +166,15 @@ def _agreement() -> list[Family]:
             rate.add(labels, result["rate"])
             compared.add(labels, result["n"])
     # QA samples: the model's answer is the prediction's first record (a disagreeing
-    # reviewer revises the prediction itself); the task's final output is the human's.
+    # reviewer revises the prediction itself, which records the first state in its history;
+    # a prediction never revised is still as it was made); the task's final output is the human's.
     first = Prediction.history.model.objects.filter(id=OuterRef("prediction_id"), history_type="+")
     qa = (
         ReviewTask.objects.filter(kind=TaskKind.QA_SAMPLE, status=TaskStatus.DECIDED, final_output__isnull=False)
         .annotate(
-            first_source=Subquery(first.values("source")[:1]),
-            first_output=Subquery(first.values("output")[:1]),
-            first_version=Subquery(first.values("model_version")[:1]),
+            first_source=Coalesce(Subquery(first.values("source")[:1]), F("prediction__source")),
+            first_output=Coalesce(Subquery(first.values("output")[:1]), F("prediction__output")),
+            first_version=Coalesce(Subquery(first.values("model_version")[:1]), F("prediction__model_version")),
         )
         .filter(first_source=AnswerSource.MODEL)
         .values_list("predictor__slug", "first_version", "first_output", "final_output")
@@ -288,6 +306,21 @@ def _appeals() -> list[Family]:
     return [filed, decided]
 
 
+def _model_artifacts() -> Family:
+    from models_registry.models import ModelVersion, Stage
+    from models_registry.serving import artifact_check, served_artifact
+
+    family = Family("gauge", "oz_model_artifact_ok",
+                    "1 when the file a live model version (champion or challenger) is served from exists and matches "
+                    "its recorded sha256, else 0: alert on 0 (the version cannot be loaded by a process that has not "
+                    "loaded it yet; its traffic goes to the fallback).", ["predictor", "model_version", "stage", "format"])
+    live = ModelVersion.objects.filter(stage__in=(Stage.CHAMPION, Stage.CHALLENGER)).select_related("predictor")
+    for version in live.order_by("predictor__slug", "version"):
+        problem, _ = artifact_check(version)
+        family.add([version.predictor.slug, version.version, version.stage, served_artifact(version)[0]], 0 if problem else 1)
+    return family
+
+
 def database_metrics() -> list[Family]:
     """Every database-backed family, computed now (about a dozen aggregate queries, plus
     one per live model version for its shadow agreement)."""
@@ -302,6 +335,7 @@ def database_metrics() -> list[Family]:
         *_webhooks(),
         _sla_misses(),
         *_appeals(),
+        _model_artifacts(),
     ]
 
 

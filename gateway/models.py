@@ -3,9 +3,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from simple_history.models import HistoricalRecords
 
-from .history import history_user
+from .history import HistoryFromFirstChange, audit_history
 
 
 class Predictor(models.Model):
@@ -37,7 +36,7 @@ class Predictor(models.Model):
     source_path = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     class Meta:
         ordering = ["slug"]
@@ -96,7 +95,7 @@ class RoutingPolicy(models.Model):
     max_queue_depth = models.PositiveIntegerField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     class Meta:
         verbose_name_plural = "routing policies"
@@ -119,7 +118,7 @@ class ApiClient(models.Model):
     webhook_hosts = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    history = HistoricalRecords(m2m_fields=[predictors], get_user=history_user)
+    history = audit_history(m2m_fields=[predictors])
 
     def __str__(self):
         return self.name
@@ -131,6 +130,9 @@ class ApiClient(models.Model):
     def may_use(self, predictor: Predictor) -> bool:
         if self.all_predictors:
             return True
+        allowed = getattr(self, "allowed_predictor_ids", None)  # set by gateway.verified_keys
+        if allowed is not None:
+            return predictor.pk in allowed
         return self.predictors.filter(pk=predictor.pk).exists()
 
 
@@ -141,7 +143,7 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     def __str__(self):
         return f"{self.client.name} {self.prefix}…"
@@ -155,7 +157,7 @@ class UserToken(models.Model):
     key_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     def __str__(self):
         return f"{self.user} {self.prefix}…"
@@ -174,7 +176,7 @@ class AnswerSource(models.TextChoices):
     MODEL = "model"
 
 
-class Prediction(models.Model):
+class Prediction(HistoryFromFirstChange, models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     predictor = models.ForeignKey(Predictor, on_delete=models.PROTECT, related_name="predictions")
     client = models.ForeignKey(ApiClient, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions")
@@ -201,7 +203,7 @@ class Prediction(models.Model):
     sla_due_at = models.DateTimeField(null=True, blank=True)
     # SHA-256 of the appeal token (the token itself is derived, never stored).
     appeal_token_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     class Meta:
         ordering = ["-created_at"]

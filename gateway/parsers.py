@@ -12,8 +12,10 @@ nothing after it can handle.
   field of any endpoint (a decision note as much as an input value): 422, field by field."""
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
+from rest_framework.utils import json
 
 from .errors import FieldValidationError
 
@@ -68,12 +70,26 @@ def nul_fields(data) -> list[dict]:
     return sorted(errors, key=lambda e: e["field"])
 
 
+def _surely_plain(raw: bytes) -> bool:
+    """True when the body cannot hold what the walks look for: NULs and unpaired surrogates
+    reach a JSON string only as `\\u` escapes (strict JSON has no raw control characters), and
+    a document is no deeper than its count of brackets. Most requests take this path."""
+    return b"\\u" not in raw and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
+        parser_context = parser_context or {}
+        encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
+        raw = stream.read() if stream is not None else b""
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = json.loads(raw.decode(encoding), parse_constant=json.strict_constant if self.strict else None)
         except RecursionError:
             raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels") from None
+        except ValueError as exc:  # also UnicodeDecodeError
+            raise ParseError(f"JSON parse error - {exc}") from None
+        if _surely_plain(raw):
+            return data
         problem = document_problem(data)
         if problem:
             raise ParseError(f"JSON parse error - {problem}")

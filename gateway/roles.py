@@ -19,6 +19,8 @@ GROUP_PERMISSIONS = {
         "gateway.change_routingpolicy",
         "gateway.view_prediction",
         "gateway.view_apiclient",
+        "gateway.view_apikey",
+        "gateway.change_apikey",  # the admin's "Revoke" action (keys stay read-only)
         "review.view_reviewtask",
         "review.view_decision",
         "review.view_label",

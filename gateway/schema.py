@@ -18,6 +18,12 @@ ROUTING_MODES = ("human", "rule", "model")
 ROUTING_FALLBACKS = ("human", "rule", "none")
 MAX_SLA_SECONDS = 30 * 24 * 3600
 DEFAULT_TEXT_MAX_LENGTH = 10_000
+# Number and integer inputs lie within ±NUMBER_LIMIT (the bounds the OpenAPI schema states for
+# a field without its own): past about 1.8e308 an integer no longer fits a float. The limit is
+# the decimal 1e308, as JSON Schema validators read it: an integer is compared with 10**308
+# exactly (the float 1e308 is a little larger than that).
+NUMBER_LIMIT = 1e308
+_INTEGER_LIMIT = 10**308
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FIELD_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -88,6 +94,9 @@ def value_error(spec: dict, value) -> str | None:
         if len(value) > limit:
             return f"must be at most {limit} characters"
     if kind in ("number", "integer"):
+        limit = _INTEGER_LIMIT if isinstance(value, int) else NUMBER_LIMIT
+        if not -limit <= value <= limit:
+            return "is out of range"
         if "minimum" in spec and value < spec["minimum"]:
             return f"must be at least {spec['minimum']}"
         if "maximum" in spec and value > spec["maximum"]:

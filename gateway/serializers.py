@@ -1,9 +1,23 @@
 """Request and response shapes of the gateway API (also the source of the OpenAPI schema)."""
+import re
+
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import RoutingFallback, RoutingMode
+from .schema import MAX_QUEUE_DEPTH, MAX_SLA_SECONDS
 from .webhooks import HostNotRegistered, callback_host_check
+
+# Keys a client picks (routing_key, Idempotency-Key) may hold any character but the control
+# characters (C0, DEL, C1): they would corrupt logs and headers. Written so that Python, the
+# OpenAPI schema's `pattern` and any JSON Schema validator read it alike.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+_NO_CONTROL = re.compile(NO_CONTROL_CHARACTERS)
+
+
+def has_control_characters(value: str) -> bool:
+    return not _NO_CONTROL.match(value)
 
 
 class StrictCharField(serializers.CharField):
@@ -15,21 +29,47 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """true or false, and nothing else (DRF's BooleanField would take 0, 1, "yes", "on" …)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON number without a fraction (DRF's IntegerField would take "10" and true)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, (bool, str)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class ObjectJSONField(serializers.JSONField):
+    """A JSON object, documented as one; the view checks its fields (gateway.schema)."""
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "number"}]})
+class AnswerJSONField(serializers.JSONField):
+    """An answer: one of a label output's labels, or a number within a number output's bounds
+    (which of them depends on the predictor; the view checks it, gateway.schema.output_error)."""
+
+
 class PredictRequestSerializer(serializers.Serializer):
-    input = serializers.JSONField(help_text="Field values, as the predictor's input schema says.")
+    input = ObjectJSONField(help_text="Field values, as the predictor's input schema says (the typed "
+                            "`POST /predict/<slug>` of each predictor lists them).")
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
-    wait = serializers.IntegerField(required=False, min_value=0, max_value=30, help_text="Seconds to hold for a human answer.")
-    explain = serializers.BooleanField(required=False, default=False)
+    wait = StrictIntegerField(required=False, min_value=0, max_value=30, help_text="Seconds to hold for a human answer.")
+    explain = StrictBooleanField(required=False, default=False)
     routing_key = StrictCharField(
         required=False, max_length=255, trim_whitespace=False,
+        validators=[RegexValidator(NO_CONTROL_CHARACTERS, message="must not contain control characters")],
         help_text="Picks the canary bucket: requests with the same key take the same route. Defaults to the "
         "Idempotency-Key, else the prediction's id. Part of the idempotency fingerprint.",
     )
-
-    def validate_routing_key(self, value):
-        if not value.isprintable():
-            raise serializers.ValidationError("must be printable characters")
-        return value
 
     def validate_callback_url(self, value):
         if value and not value.lower().startswith(("http://", "https://")):
@@ -78,7 +118,30 @@ class PredictionSerializer(serializers.Serializer):
 
 
 class OutcomeRequestSerializer(serializers.Serializer):
+    output = AnswerJSONField(help_text="A label of the predictor's output, or a number within its bounds.")
+
+
+class OutcomeSerializer(serializers.Serializer):
+    label_id = serializers.IntegerField()
+    prediction = serializers.UUIDField()
     output = serializers.JSONField()
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="`ok`")
+
+
+class ReadySerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="`ok`")
+    checks = serializers.DictField(child=serializers.CharField(), help_text="database, redis: `ok` or `error: …`")
+
+
+class UnreadySerializer(serializers.Serializer):
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    checks = serializers.DictField(child=serializers.CharField(), help_text="database, redis: `ok` or `error: …`")
 
 
 _HELP = {
@@ -98,14 +161,18 @@ _HELP = {
 class RoutingRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=RoutingMode.choices, required=False, help_text=_HELP["mode"])
     fallback = serializers.ChoiceField(choices=RoutingFallback.choices, required=False, help_text=_HELP["fallback"])
-    human_sla_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text=_HELP["human_sla_seconds"])
+    human_sla_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_SLA_SECONDS, help_text=_HELP["human_sla_seconds"]
+    )
     confidence_threshold = serializers.FloatField(
         required=False, allow_null=True, min_value=0, max_value=1, help_text=_HELP["confidence_threshold"]
     )
     canary_percent = serializers.FloatField(required=False, min_value=0, max_value=100, help_text=_HELP["canary_percent"])
     shadow = serializers.BooleanField(required=False, help_text=_HELP["shadow"])
     qa_sample_percent = serializers.FloatField(required=False, min_value=0, max_value=100, help_text=_HELP["qa_sample_percent"])
-    max_queue_depth = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text=_HELP["max_queue_depth"])
+    max_queue_depth = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_QUEUE_DEPTH, help_text=_HELP["max_queue_depth"]
+    )
     reason = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Why; kept in the audit history.")
 
 
@@ -136,6 +203,11 @@ class PredictorSerializer(serializers.Serializer):
         help_text="The latest drift check of the champion's inputs (models_registry.drift): whether it raised the "
         "alert, when it ran, its live rows and the PSI of each field; null before the first check."
     )
+    model_health = serializers.SerializerMethodField(
+        help_text="Whether the champion can be served: `status` is \"broken\" when the file it is served from is "
+        "missing, corrupt (sha256 mismatch) or unreadable, and then its traffic goes to the routing flag's fallback "
+        "(`fallback`). Null without a champion."
+    )
 
     def get_has_rules(self, obj) -> bool:
         return bool(obj.rules)
@@ -153,6 +225,21 @@ class PredictorSerializer(serializers.Serializer):
 
         return drift_summary(self.context.get("drift", {}).get(obj.pk))
 
+    @extend_schema_field({
+        "type": "object", "nullable": True,
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "broken"]}, "version": {"type": "integer"},
+            "format": {"type": "string"}, "artifact": {"type": "string"},
+            "problem": {"type": "string", "nullable": True, "enum": ["missing", "corrupt", "unreadable", None]},
+            "detail": {"type": "string", "nullable": True}, "fallback": {"type": "string"},
+        },
+    })
+    def get_model_health(self, obj) -> dict | None:
+        from models_registry.serving import model_health
+
+        policy = getattr(obj, "routing", None)
+        return model_health(self.context.get("champions", {}).get(obj.pk), fallback=getattr(policy, "fallback", None))
+
     def get_champion(self, obj) -> dict | None:
         champion = self.context.get("champions", {}).get(obj.pk)
         if champion is None:
@@ -160,9 +247,20 @@ class PredictorSerializer(serializers.Serializer):
         return {"version": champion.version, "metrics": champion.metrics, "promoted_at": champion.promoted_at}
 
 
+class ProblemFieldErrorSerializer(serializers.Serializer):
+    field = serializers.CharField(allow_blank=True, help_text="Path of the field at fault (`input.amount`); empty for the whole body.")
+    message = serializers.CharField()
+
+
 class ProblemSerializer(serializers.Serializer):
+    """RFC 9457 problem details (gateway/errors.py), the body of every 4xx and 5xx."""
+
     type = serializers.CharField()
     title = serializers.CharField()
     status = serializers.IntegerField()
     detail = serializers.CharField()
-    errors = serializers.ListField(child=serializers.DictField(), required=False)
+    errors = ProblemFieldErrorSerializer(many=True, required=False, help_text="422: every field at fault.")
+
+
+class PredictorListSerializer(serializers.Serializer):
+    results = PredictorSerializer(many=True)

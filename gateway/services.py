@@ -31,6 +31,7 @@ from .models import (
     UserToken,
 )
 from .routing import Answer, NoModel, Route, route_decide
+from .rows import row_insert
 from .rules import NoRuleMatched, rules_evaluate
 from .schema import FieldError, routing_errors
 
@@ -169,26 +170,36 @@ def prediction_create(
             setattr(prediction, name, value)
     elif policy.human_sla_seconds:
         prediction.sla_due_at = now + timedelta(seconds=policy.human_sla_seconds)
-    try:
-        with transaction.atomic():
-            prediction.save(force_insert=True)
-            task = None
-            if answer:
-                webhook_enqueue(prediction=prediction, event="prediction.answered")
-            else:
-                suggestion = decision.suggestion.as_suggestion() if decision.suggestion is not None else None
-                task = review_task_create(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route), suggestion=suggestion)
-            if decision.qa_sample:
-                review_task_create(
-                    prediction=prediction, kind=TaskKind.QA_SAMPLE,
-                    reason=f"quality sample of {answer.source} answers ({policy.qa_sample_percent:g}%)",
-                )
-            if decision.shadow:
-                from .tasks import shadow_predict
+    def write() -> None:
+        row_insert(prediction)  # save(force_insert=True), without compiling the INSERT each time
+        task = None
+        if answer:
+            webhook_enqueue(prediction=prediction, event="prediction.answered")
+        else:
+            suggestion = decision.suggestion.as_suggestion() if decision.suggestion is not None else None
+            task = review_task_create(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route), suggestion=suggestion)
+        if decision.qa_sample:
+            review_task_create(
+                prediction=prediction, kind=TaskKind.QA_SAMPLE,
+                reason=f"quality sample of {answer.source} answers ({policy.qa_sample_percent:g}%)",
+            )
+        if decision.shadow:
+            from .tasks import shadow_predict
 
-                task_send_on_commit(shadow_predict, str(prediction.id), [v.pk for v in decision.shadow])
-            # The kept explanation samples and the low-confidence suggestion's explanation (Celery, on commit).
-            explanations_follow_up(prediction=prediction, version=champion, explanation=explained, task=task)
+            task_send_on_commit(shadow_predict, str(prediction.id), [v.pk for v in decision.shadow])
+        # The kept explanation samples and the low-confidence suggestion's explanation (Celery, on commit).
+        explanations_follow_up(prediction=prediction, version=champion, explanation=explained, task=task)
+
+    # Most answers are one row: a single INSERT needs no transaction of its own (BEGIN and
+    # COMMIT would be two more round trips on the hot path). Anything that writes a second
+    # row (a task, a webhook, a kept explanation) or may race on an Idempotency-Key is atomic.
+    one_row = answer is not None and not callback_url and not decision.qa_sample and explained is None and not idempotency_key
+    try:
+        if one_row:
+            write()
+        else:
+            with transaction.atomic():
+                write()
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -284,6 +295,19 @@ def api_key_issue(*, client: ApiClient) -> str:
     new = key_generate(API_KEY_KIND)
     ApiKey.objects.create(client=client, prefix=new.prefix, key_hash=new.key_hash)
     return new.plaintext
+
+
+def credential_revoke(*, credential: ApiKey | UserToken, by=None) -> bool:
+    """Revoke an API key or user token for good. Saved through the model, so the history
+    names who did it and every remembered copy in this process is dropped at once (other
+    web processes stop accepting it within OZ_AUTH_CACHE_SECONDS). False when it was
+    revoked already."""
+    if credential.revoked_at is not None:
+        return False
+    credential.revoked_at = timezone.now()
+    credential._history_user = by
+    credential.save(update_fields=["revoked_at"])
+    return True
 
 
 def user_token_issue(*, user) -> str:

@@ -1,13 +1,182 @@
-from rest_framework.throttling import SimpleRateThrottle
+import logging
+import time
+
+from django.core.cache import cache
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from .permissions import is_api_client
 
+logger = logging.getLogger(__name__)
 
+_DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def client_address(request) -> str:
+    """The caller's address as every throttle sees it: REMOTE_ADDR, or the right entry of
+    X-Forwarded-For when REST_FRAMEWORK NUM_PROXIES says how many proxies append to it."""
+    return BaseThrottle().get_ident(request) or ""
+
+
+# --- failed API authentication ----------------------------------------------------------------
+# A wrong or malformed `Bearer`/`Token` credential counts against the caller's address, in a
+# fixed window of the shared cache (atomic INCR, so concurrent guesses are all counted). Past
+# settings.OZ_THROTTLE_AUTH_FAILURES (e.g. "20/min") the address is refused with 429 and
+# Retry-After until its window ends — and so is every request from it that presents
+# credentials, valid ones included (ClientRateThrottle reads the count in the same cache
+# round trip as its own budget, so a successful request costs no extra cache call).
+
+def _auth_failure_rate() -> tuple[int, int] | None:
+    from django.conf import settings
+
+    rate = getattr(settings, "OZ_THROTTLE_AUTH_FAILURES", "") or ""
+    if not rate:
+        return None
+    count, period = rate.split("/")
+    return int(count), _DURATIONS[period[0]]
+
+
+def _auth_failure_key(address: str, window: int, now: float) -> tuple[str, float]:
+    """The cache key of this address's current window, and the seconds left in it."""
+    index = int(now // window)
+    return f"throttle_auth_failures_{address}_{index}", (index + 1) * window - now
+
+
+def auth_failure_record(request) -> float | None:
+    """Count one failed authentication from this request's address. Returns the seconds to
+    wait when the address is now over its limit (refuse with 429), else None (plain 401).
+    A cache outage never turns a 401 into a 500: the failure is then not counted."""
+    rate = _auth_failure_rate()
+    if rate is None:
+        return None
+    limit, window = rate
+    key, left = _auth_failure_key(client_address(request), window, time.time())
+    try:
+        try:
+            count = cache.incr(key)
+        except ValueError:  # the window's first failure
+            count = 1 if cache.add(key, 1, timeout=window + 1) else cache.incr(key)
+    except Exception:
+        logger.warning("could not count a failed authentication (cache unreachable)", exc_info=True)
+        return None
+    return left if count > limit else None
+
+
+# --- the cache is down ---------------------------------------------------------------------------
+# A throttle protects the service; it must not become the outage. When the shared cache
+# (Redis) cannot be reached, the budget throttles let the request through (fail open), log
+# that at most once per CACHE_RETRY_SECONDS per process, and leave the cache alone for that
+# long, so each request does not pay another failed connection meanwhile.
+CACHE_RETRY_SECONDS = 5.0
+_cache_down_until = 0.0
+
+
+def _cache_errors() -> tuple[type, ...]:
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:
+        return (OSError,)
+    return (RedisError, OSError)
+
+
+CACHE_ERRORS = _cache_errors()
+
+
+def _cache_fail_open(cls):
+    """Wrap `cls.allow_request` so that a cache failure lets the request through."""
+    counted = cls.allow_request
+
+    def allow_request(self, request, view):
+        global _cache_down_until
+        if time.monotonic() < _cache_down_until:
+            return True
+        try:
+            return counted(self, request, view)
+        except CACHE_ERRORS as exc:
+            _cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
+            logger.warning(
+                "throttle %s: the cache is unreachable (%s: %s); letting requests through unthrottled for %ss",
+                cls.__name__, type(exc).__name__, exc, CACHE_RETRY_SECONDS,
+            )
+            return True
+
+    allow_request.__doc__ = counted.__doc__
+    cls.allow_request = allow_request
+    return cls
+
+
+def _redis_client():
+    """The shared cache's redis-py client, or None when the cache is not Redis (local runs)."""
+    client_of = getattr(getattr(cache, "_cache", None), "get_client", None)
+    return client_of(write=True) if client_of is not None else None
+
+
+def budget_count(key: str, window: int, *, also_get: str | None = None) -> tuple[int, float, object]:
+    """Count one request in the budget `key` (a window of `window` seconds that starts with
+    its first request) and return (requests in the window, seconds left in it, the value of
+    the cache key `also_get` or None). On Redis this is one round trip: SET NX EX, INCR,
+    TTL and GET in a pipeline; elsewhere (the local-memory cache) plain cache calls."""
+    redis = _redis_client()
+    if redis is None:
+        cache.add(key, 0, timeout=window)
+        count = cache.incr(key)
+        return count, float(window), cache.get(also_get) if also_get else None
+    full_key = cache.make_and_validate_key(key)
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(full_key, 0, ex=window, nx=True)
+    pipe.incr(full_key)
+    pipe.ttl(full_key)
+    if also_get:
+        pipe.get(cache.make_and_validate_key(also_get))
+    results = pipe.execute()
+    count, ttl = int(results[1]), results[2]
+    other = None
+    if also_get and results[3] is not None:
+        other = cache._cache._serializer.loads(results[3])
+    if ttl is None or ttl < 0:  # a key left without an expiry (should not happen): give it one
+        redis.expire(full_key, window)
+        ttl = window
+    return count, float(ttl), other
+
+
+@_cache_fail_open
 class ClientRateThrottle(SimpleRateThrottle):
     """One budget per API client, per person, or per IP for anonymous callers; counted in
-    the shared cache (Redis in production) so every worker sees the same count."""
+    the shared cache (Redis in production) so every worker sees the same count.
+
+    The budget is a counter whose window starts with the first request and lasts the rate's
+    period (like GitHub's and Stripe's limits): one atomic INCR per request, whatever the
+    rate, instead of DRF's list of every request's time (read, trimmed and written back in
+    two calls, racing between workers, and growing with the rate).
+
+    A request authenticated by an API key or user token is also refused (429) while its
+    address is over the failed-authentication limit (auth_failure_record): both counts are
+    read in the same round trip."""
 
     scope = "client"
+    blocked_wait: float | None = None
+
+    def allow_request(self, request, view):
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        rate = _auth_failure_rate() if getattr(request, "auth", None) is not None else None
+        failures_key = None
+        if rate is not None:
+            limit, window = rate
+            failures_key, failures_left = _auth_failure_key(client_address(request), window, time.time())
+        count, left, failures = budget_count(self.key, self.duration, also_get=failures_key)
+        if failures_key is not None and (failures or 0) >= limit:
+            self.blocked_wait = failures_left
+            return False
+        if count > self.num_requests:
+            self.blocked_wait = left
+            return False
+        return True
+
+    def wait(self):
+        return self.blocked_wait
 
     def get_cache_key(self, request, view):
         user = request.user
@@ -23,6 +192,7 @@ class ClientRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+@_cache_fail_open
 class _SettingRateThrottle(SimpleRateThrottle):
     """A throttle whose rate is a setting, read on every request (so it can be changed
     without a restart in tests and by env in production). An empty setting: no limit."""

@@ -21,6 +21,7 @@ from .webhooks import RedeliveryRefused, webhook_deliveries_of, webhook_redelive
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+MAX_CURSOR = 2**63 - 1  # ids are PostgreSQL bigints
 
 class WebhookAttemptSerializer(serializers.Serializer):
     """Documentation of one attempt (responses are built by webhook_delivery_as_dict)."""
@@ -92,7 +93,7 @@ def webhook_delivery_as_dict(delivery: WebhookDelivery) -> dict:
 
 def _int_param(request, name: str, *, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
     raw = request.query_params.get(name)
-    if raw in (None, ""):
+    if raw is None:  # absent; an empty value (`?limit=`) is not a number, so it is refused below
         return default
     try:
         value = int(raw)
@@ -119,22 +120,24 @@ class WebhookDeliveryListView(APIView):
         parameters=[
             OpenApiParameter("status", OpenApiTypes.STR, enum=list(WebhookDelivery.Status.values),
                              description="Only deliveries in this state (e.g. `failed`)."),
-            OpenApiParameter("limit", int, description=f"Page size, 1–{MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})."),
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="From a previous page's `next` link."),
+            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                             description=f"Page size, 1–{MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})."),
+            OpenApiParameter("cursor", {"type": "integer", "minimum": 1, "maximum": MAX_CURSOR},
+                             description="From a previous page's `next` link (the id of the last delivery shown)."),
         ],
         responses={200: WebhookDeliveryPageSerializer, 401: PROBLEM, 403: PROBLEM, 422: PROBLEM},
         description="This client's webhook deliveries, newest first, each with its attempt log.",
     )
     def get(self, request):
-        status = request.query_params.get("status", "")
-        if status and status not in WebhookDelivery.Status.values:
+        status = request.query_params.get("status")
+        if status is not None and status not in WebhookDelivery.Status.values:
             raise FieldValidationError(
                 [{"field": "status", "message": f"must be one of {', '.join(WebhookDelivery.Status.values)}"}]
             )
         limit = _int_param(request, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
         # The cursor is the id of the last delivery shown: keyset pagination stays fast and
         # stable while new deliveries arrive.
-        cursor = _int_param(request, "cursor", default=None, minimum=1)
+        cursor = _int_param(request, "cursor", default=None, minimum=1, maximum=MAX_CURSOR)
         deliveries = webhook_deliveries_of(client=request.user, status=status or None)
         if cursor is not None:
             deliveries = deliveries.filter(pk__lt=cursor)

@@ -179,20 +179,26 @@ class ModelListView(APIView):
         return Response({"results": [version_as_dict(v, history=histories.get(v.pk, [])) for v in versions]})
 
 
-PromoteRequest = inline_serializer(
-    "PromoteRequest",
-    {
-        "force": serializers.BooleanField(required=False, help_text="promote past failed or pending gates"),
-        "reason": serializers.CharField(required=False, max_length=REASON_MAX_LENGTH,
-                                        help_text="kept in the history; required with force"),
-    },
-)
+class PromoteRequest(serializers.Serializer):
+    force = serializers.BooleanField(required=False, help_text="promote past failed or pending gates")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=REASON_MAX_LENGTH,
+                                   help_text="kept in the history; required (not blank) with force")
+    # In the OpenAPI schema (gateway.schema_extensions.OzAutoSchema): forcing needs a reason.
+    openapi_request_extra = {"anyOf": [
+        {"properties": {"force": {"not": {"enum": [True]}}}},
+        {"required": ["reason"], "properties": {"reason": {"pattern": r"\S"}}},
+    ]}
+
+    class Meta:
+        ref_name = "PromoteRequest"
 RollbackRequest = inline_serializer(
     "RollbackRequest",
     {
-        "reason": serializers.CharField(required=False, max_length=REASON_MAX_LENGTH, help_text="kept in the history"),
+        "reason": serializers.CharField(required=False, allow_blank=True, max_length=REASON_MAX_LENGTH,
+                                        help_text="kept in the history"),
         "expected_version": serializers.IntegerField(
-            required=False, help_text="roll back only if this version is still the champion (409 otherwise), so two "
+            required=False, min_value=1, max_value=2_147_483_647,
+            help_text="roll back only if this version is still the champion (409 otherwise), so two "
             "operators acting at once do not go back two versions",
         ),
     },
@@ -299,8 +305,10 @@ class DriftHistoryView(APIView):
         "inputs of the champion of the time: PSI and a KS (numbers) or chi-squared (categories) test per field, "
         "and the output mix by source against the training labels.",
         parameters=[
-            OpenApiParameter("limit", int, description="reports to return (1-200, default 20)"),
-            OpenApiParameter("before", int, description="only reports with an id below this (paging)"),
+            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": DRIFT_HISTORY_MAX},
+                             description="reports to return (1-200, default 20)"),
+            OpenApiParameter("before", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                             description="only reports with an id below this (paging)"),
         ],
         responses={
             200: inline_serializer("DriftReportList", {

@@ -1,8 +1,7 @@
 from django.conf import settings
 from django.db import models
-from simple_history.models import HistoricalRecords
 
-from gateway.history import history_user
+from gateway.history import audit_history
 from gateway.models import Predictor
 
 
@@ -96,7 +95,7 @@ class ModelVersion(models.Model):
     # with (models_registry.drift): {"field": {"type": "numeric", "bins": [...edges],
     # "counts": [...], "n": N, "missing": M} | {"type": "categorical", "counts": {...}, ...}}.
     reference_stats = models.JSONField(default=dict, blank=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     class Meta:
         ordering = ["predictor", "-version"]

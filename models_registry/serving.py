@@ -7,7 +7,11 @@ of a version.
 A version that fails to load (sha256 mismatch, a type outside the allow-list, a missing
 file) raises to the caller, which sends the request to its fallback; it is not kept as
 loaded, and the failure is remembered for FAILURE_MEMORY_SECONDS so that storage is not
-read again on every request meanwhile."""
+read again on every request meanwhile. Each failed load is counted in /metrics
+(`oz_model_load_failures_total`); `model_health` says, without loading anything, whether the
+champion's served file is there and intact (GET /predictors/<slug> `model_health`, and the
+`oz_model_artifact_ok` gauge), so a broken artifact raises an alert even before traffic meets it.
+Neither adds work to a request that the model answers."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +22,7 @@ import numpy as np
 
 from gateway.models import Predictor
 
-from .artifacts import artifact_bytes, artifact_load
+from .artifacts import ArtifactIntegrityError, artifact_bytes, artifact_load
 from .features import feature_rows
 from .loaded_once import LoadedOnce
 from .models import ModelVersion, Stage
@@ -96,11 +100,25 @@ def _load(version: ModelVersion):
     return _SkopsServed(artifact_load(name=version.artifact.name, sha256=version.artifact_sha256))
 
 
-def _served(version: ModelVersion):
+def _served(version: ModelVersion, predictor_slug: str = ""):
     def failed(exc):
+        # Once per FAILURE_MEMORY_SECONDS per process and version, not per request.
         logger.warning("model v%s (pk %s) failed to load: %s", version.version, version.pk, exc)
+        from gateway.metrics import model_load_failure_count
+
+        model_load_failure_count(predictor=predictor_slug, version=version.version, reason=_failure_reason(exc))
 
     return _cache.get(_key(version), lambda: _load(version), on_failure=failed)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    if isinstance(exc, ArtifactIntegrityError):
+        return "corrupt"
+    if isinstance(exc, OSError):
+        return "unreadable"
+    return "unloadable"
 
 
 def served_format(version: ModelVersion) -> str:
@@ -128,7 +146,7 @@ def model_answer(*, predictor: Predictor, version: ModelVersion, clean_input: di
             f"v{version.version} was trained on schema version {version.schema_version}, "
             f"the predictor is at {predictor.schema_version}; retrain it"
         )
-    served = _served(version)
+    served = _served(version, predictor.slug)
     classification = predictor.is_classification
     result = served.predict_one(predictor.schema, clean_input, classification)
     if classification:
@@ -148,3 +166,75 @@ def model_answer(*, predictor: Predictor, version: ModelVersion, clean_input: di
     if "maximum" in spec:
         value = min(value, float(spec["maximum"]))
     return ModelAnswer(output=value, confidence=None, scores=None, version=version.version)
+
+
+# --- health of the served files (an alert state, without loading anything) -------------------
+
+def served_artifact(version: ModelVersion) -> tuple[str, str, str]:
+    """(format, storage name, recorded sha256) of the file this version is served from."""
+    if version.serving_format == "onnx" and version.onnx_artifact:
+        return "onnx", version.onnx_artifact.name, version.onnx_sha256
+    return "skops", version.artifact.name, version.artifact_sha256
+
+
+# (name, sha256, size, modified) -> (problem, detail): a file is hashed again only when it changed.
+_verdicts: dict[tuple, tuple[str | None, str]] = {}
+_verdicts_lock = threading.Lock()
+
+
+def artifact_check(version: ModelVersion) -> tuple[str | None, str]:
+    """(problem, detail) of the file this version is served from: problem is None when it is
+    there and its sha256 is the recorded one, else "missing", "corrupt" or "unreadable".
+    Reads and hashes the file only when its size or modification time changed since this
+    process last looked."""
+    from django.core.files.storage import default_storage
+
+    _, name, sha256 = served_artifact(version)
+    if not name:
+        return "missing", "no artifact is recorded for this version"
+    try:
+        stamp = (default_storage.size(name), default_storage.get_modified_time(name))
+    except FileNotFoundError:
+        return "missing", f"{name} does not exist"
+    except (NotImplementedError, OSError):
+        stamp = None  # a storage that cannot say: hash every time
+    key = (name, sha256, stamp)
+    if stamp is not None and key in _verdicts:
+        return _verdicts[key]
+    try:
+        artifact_bytes(name=name, sha256=sha256)
+        verdict: tuple[str | None, str] = (None, "")
+    except FileNotFoundError:
+        return "missing", f"{name} does not exist"
+    except ArtifactIntegrityError as exc:
+        verdict = ("corrupt", str(exc))
+    except OSError as exc:
+        return "unreadable", f"{name}: {exc}"
+    if stamp is not None:
+        with _verdicts_lock:
+            if len(_verdicts) > 1000:
+                _verdicts.clear()
+            _verdicts[key] = verdict
+    return verdict
+
+
+def model_health(version: ModelVersion | None, *, fallback: str | None = None) -> dict | None:
+    """The alert state of a predictor's champion for GET /predictors/<slug>: `status` "ok"
+    or "broken" (its served file is missing, corrupt or unreadable, so no process that has
+    not loaded it yet can answer with it: requests go to the routing flag's `fallback`).
+    None without a champion."""
+    if version is None:
+        return None
+    problem, detail = artifact_check(version)
+    fmt, name, _ = served_artifact(version)
+    health = {
+        "status": "ok" if problem is None else "broken",
+        "version": version.version,
+        "format": fmt,
+        "artifact": name,
+        "problem": problem,
+        "detail": detail or None,
+    }
+    if problem is not None and fallback is not None:
+        health["fallback"] = fallback
+    return health

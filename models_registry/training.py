@@ -18,13 +18,15 @@ succeeded, and only while the run is still `running` (a reaped run never registe
 version). A crash after the file was written but before the commit leaves a file no version
 names and no later run can reuse (every run has its own folder); the reaper deletes it.
 
-Peak memory is measured with tracemalloc around the whole run (labels read, features, fit,
-evaluation): the peak of memory allocated by this run through Python's allocator and numpy
-(which reports its buffers to tracemalloc), above what was allocated when the run began. It
-is the run's own figure, unaffected by what the worker process held before (other runs,
-cached models, allocator fragmentation), which a process RSS sampler cannot separate.
-It misses buffers that native code (liblinear, OpenMP) allocates behind numpy's back, so it
-is a lower bound; the process's lifetime max RSS is written to the run's log beside it."""
+Peak memory is the worker process's resident set at its highest during the run (labels
+read, features, fit, evaluation, export): on Linux the kernel's high-water mark (VmHWM) is
+reset when the run starts (/proc/self/clear_refs) and read at the end, so the figure is this
+run's peak, native buffers (liblinear, OpenMP, onnxruntime) included, and what the worker
+already held (Django, the libraries, cached models) counted in it: what a worker needs to
+run it. The resident set when the run began is written to the run's log beside it, so the
+run's own share shows. Where the mark cannot be reset, the figure is the process's lifetime
+peak (getrusage), an upper bound. (tracemalloc, used before, multiplied a 100,000-label run's
+time by four and its memory by two, bench/training.py showed: it traces every allocation.)"""
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +41,6 @@ import sys
 import threading
 import time
 import traceback
-import tracemalloc
 import warnings
 from collections import Counter
 from datetime import timedelta
@@ -364,26 +365,39 @@ class _Heartbeat(threading.Thread):
 
 
 class _PeakMemory:
-    """Peak of memory allocated since start, by tracemalloc (see the module docstring)."""
+    """The process's peak resident set over the run (see the module docstring): `peak`
+    once the block has ended, `read()` so far; `start` is the resident set at the start."""
 
     def __enter__(self):
-        self.owner = not tracemalloc.is_tracing()
-        if self.owner:
-            tracemalloc.start()
-        else:
-            tracemalloc.reset_peak()
-        self.baseline = tracemalloc.get_traced_memory()[0]
+        self.start = _status_bytes("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as clear_refs:
+                clear_refs.write("5")  # resets VmHWM to the current resident set
+            self.reset = _status_bytes("VmHWM") is not None
+        except OSError:
+            self.reset = False
         self.peak = 0
         return self
 
     def read(self) -> int:
-        return max(0, tracemalloc.get_traced_memory()[1] - self.baseline) if tracemalloc.is_tracing() else self.peak
+        hwm = _status_bytes("VmHWM") if self.reset else None
+        return hwm if hwm is not None else _max_rss_bytes()
 
     def __exit__(self, *exc):
         self.peak = self.read()
-        if self.owner:
-            tracemalloc.stop()
         return False
+
+
+def _status_bytes(field: str) -> int | None:
+    """A size from /proc/self/status (VmRSS, VmHWM), in bytes; None where there is none."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 # -- data, split, fit, evaluation ---------------------------------------------------------
@@ -788,8 +802,9 @@ def _execute(run: TrainingRun, heartbeat: _Heartbeat, memory: _PeakMemory, store
             stored.append(onnx_name)
         run.peak_memory_bytes = memory.read()
         logger.info(
-            "registered v%s; peak memory %s bytes (tracemalloc), process max RSS %s bytes",
-            number, run.peak_memory_bytes, _max_rss_bytes(),
+            "registered v%s; peak memory %s bytes (%s), %s bytes resident when the run began",
+            number, run.peak_memory_bytes, "the worker's resident set at its highest during the run" if memory.reset
+            else "the worker's lifetime peak resident set", memory.start,
         )
         run.status = TrainingRun.Status.SUCCEEDED
         run.finished_at = timezone.now()

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from gateway.api import PROBLEM, _predictor_or_404, _require_object
 from gateway.errors import Conflict, FieldValidationError
 from gateway.permissions import HasDjangoPerm
+from gateway.serializers import AnswerJSONField
 
 from .appeals import appeal_rates
 from .models import ReviewTask
@@ -55,8 +56,15 @@ TaskSerializer = inline_serializer(
     },
 )
 DecisionRequest = inline_serializer(
-    "DecisionRequest", {"output": serializers.JSONField(), "note": serializers.CharField(required=False, allow_blank=True)}
+    "DecisionRequest", {
+        "output": AnswerJSONField(help_text="A label of the predictor's output, or a number within its bounds."),
+        "note": serializers.CharField(required=False, allow_blank=True, max_length=5000),
+    },
 )
+DecisionSerializer = inline_serializer("Decision", {
+    "task": serializers.IntegerField(), "decision": serializers.IntegerField(),
+    "output": serializers.JSONField(), "prediction": serializers.UUIDField(),
+})
 
 
 class ReviewerView(APIView):
@@ -86,7 +94,8 @@ class ClaimView(ReviewerView):
 
 class DecisionView(ReviewerView):
     @extend_schema(operation_id="review_decide", request=DecisionRequest,
-                   responses={201: OpenApiResponse(description="Decided."), 404: PROBLEM, 409: PROBLEM, 422: PROBLEM})
+                   responses={201: OpenApiResponse(DecisionSerializer, description="Decided."), 404: PROBLEM, 409: PROBLEM,
+                              422: PROBLEM})
     def post(self, request, task_id: int):
         body = _require_object(request.data)
         errors = [{"field": name, "message": "unknown field"} for name in body if name not in ("output", "note")]
@@ -214,7 +223,7 @@ ReviewStatsSerializer = inline_serializer("ReviewStats", {
 
 def _days_param(request) -> int:
     raw = request.query_params.get("days")
-    if raw in (None, ""):
+    if raw is None:  # absent; an empty value (`?days=`) is not a number, so it is refused below
         return DEFAULT_WINDOW_DAYS
     try:
         value = int(raw)
@@ -235,7 +244,8 @@ class ReviewStatsView(APIView):
         operation_id="review_stats",
         parameters=[
             OpenApiParameter("predictor", str, description="Only this predictor (slug); all when absent."),
-            OpenApiParameter("days", int, description=f"Window in days, 1 to {MAX_STATS_DAYS} (default {DEFAULT_WINDOW_DAYS})."),
+            OpenApiParameter("days", {"type": "integer", "minimum": 1, "maximum": MAX_STATS_DAYS},
+                             description=f"Window in days, 1 to {MAX_STATS_DAYS} (default {DEFAULT_WINDOW_DAYS})."),
         ],
         responses={200: ReviewStatsSerializer, 403: PROBLEM, 404: PROBLEM, 422: PROBLEM},
     )

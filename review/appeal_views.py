@@ -298,6 +298,7 @@ class _PublicAppealView(APIView):
     permission_classes = [AllowAny]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _HtmlOrJson
+    html_error_pages = True  # the OpenAPI schema lists text/html for each error (gateway.schema_extensions)
 
     def handle_exception(self, exc):
         if not _wants_json(self.request):
@@ -432,6 +433,7 @@ class AppealView(_PublicAppealView):
         responses={
             201: AppealSerializer,
             303: OpenApiResponse(description="Form posts: filed; see the page (which now shows it)."),
+            403: OpenApiResponse(PROBLEM.response, description="A form post whose CSRF check failed."),
             404: PROBLEM,
             409: OpenApiResponse(PROBLEM.response, description="An appeal is already open, there is no "
                                  "answer yet, or the appeal window has closed."),
@@ -493,6 +495,8 @@ def _sentence(message: str) -> str:
 
 class AppealStatusView(_PublicAppealView):
     """GET /appeal/<token>/status: where the latest appeal stands, as JSON."""
+
+    html_error_pages = False  # JSON only, errors included
 
     @extend_schema(
         operation_id="appeal_status",

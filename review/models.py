@@ -1,8 +1,7 @@
 from django.conf import settings
 from django.db import models
-from simple_history.models import HistoricalRecords
 
-from gateway.history import history_user
+from gateway.history import HistoryFromFirstChange, audit_history
 from gateway.models import Prediction, Predictor
 
 
@@ -31,7 +30,7 @@ class TaskStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-class ReviewTask(models.Model):
+class ReviewTask(HistoryFromFirstChange, models.Model):
     """One question for a reviewer about one prediction. A claimed task is held under a
     lease; an expired lease makes it claimable again and voids the holder's right to decide."""
 
@@ -61,7 +60,7 @@ class ReviewTask(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     class Meta:
         ordering = ["-priority", "created_at"]
@@ -89,7 +88,7 @@ class Decision(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Time from claim to decision: the reviewer's handling time.
     seconds_to_decide = models.FloatField(null=True, blank=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["task", "reviewer"], name="one_decision_per_reviewer_per_task")]
@@ -134,7 +133,7 @@ class Label(models.Model):
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="supersedes"
     )
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     class Meta:
         indexes = [
@@ -175,7 +174,7 @@ class Appeal(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = audit_history()
 
     class Meta:
         ordering = ["-created_at"]

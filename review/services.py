@@ -178,7 +178,13 @@ def _task_settle(*, task: ReviewTask, output, reviewer, note: str) -> None:
         origin.final_output = output
         origin._history_user = reviewer
         origin.save(update_fields=["final_output"])
-    prediction = Prediction.objects.select_for_update().select_related("predictor").get(pk=task.prediction_id)
+    # `of=("self",)`: the prediction row only. A bare FOR UPDATE would lock the joined
+    # predictor row as well, which serialised every decision on the predictor and, as FOR
+    # UPDATE conflicts with the KEY SHARE lock a foreign key check takes, held up every
+    # insert naming it (predictions, tasks, labels) until the decision committed.
+    prediction = (
+        Prediction.objects.select_for_update(of=("self",)).select_related("predictor").get(pk=task.prediction_id)
+    )
     if task.kind == TaskKind.APPEAL:
         from .appeals import appeal_resolve
 

@@ -2,7 +2,7 @@
 # Installs the Debian packages Oz's dev/test/CI tooling needs, only when missing.
 # The one place that knows the package names: scripts/testenv.sh and .ci/run both call it.
 #
-#   scripts/ensure-system-deps.sh [redis] [postgres] [chromium] [make] [venv]
+#   scripts/ensure-system-deps.sh [redis] [postgres] [chromium] [make] [venv] [wrk]
 #   (no arguments = redis postgres)
 set -euo pipefail
 
@@ -32,6 +32,7 @@ for dep in "${want[@]}"; do
         chromium) command -v chromium >/dev/null || missing+=(chromium) ;;
         make)     command -v make >/dev/null || missing+=(make) ;;
         venv)     have_venv || missing+=(python3 python3-venv python3-pip) ;;
+        wrk)      command -v wrk >/dev/null || missing+=(wrk) ;;
         *) echo "ensure-system-deps: unknown dependency '$dep'" >&2; exit 2 ;;
     esac
 done

@@ -18,6 +18,9 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
 max_requests_jitter = max_requests // 10
 accesslog = "-"
 errorlog = "-"
+# The access log masks appeal tokens and credentials in paths, queries and headers
+# (config/redaction.py), as the application's own logs do.
+logger_class = "config.gunicorn_logging.RedactingLogger"
 # Heartbeat files on tmpfs: a container's /tmp is overlayfs, slow enough to stall workers.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # The runtime control socket (gunicornc) is not used in containers; it would be written

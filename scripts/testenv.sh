@@ -12,6 +12,10 @@
 #   DJANGO_SETTINGS_MODULE=config.settings.test
 #   OZ_MEDIA_ROOT=<temp>/media (artifacts written by tests vanish with the rest)
 #   OZ_TESTENV_DIR=<temp> (server logs: postgres.log, redis.log)
+#   OZ_TESTENV_PGDATA, OZ_TESTENV_PG_PORT, OZ_TESTENV_PG_BINDIR, OZ_TESTENV_REDIS_PORT
+#   OZ_TESTENV_CTL=scripts/testenv-ctl.sh: stops, starts or restarts either server
+#     (`$OZ_TESTENV_CTL redis stop`, `$OZ_TESTENV_CTL postgres restart`), for the
+#     fault-injection tests (tests/faults); this script still tears down whatever runs.
 # Both servers listen on 127.0.0.1 only, on free ports chosen at start.
 # Exit status: the command's; 1 when a server cannot start; 130 on Ctrl-C.
 #
@@ -81,7 +85,13 @@ cleanup() {
         fi
     fi
     if [ "$redis_started" = 1 ]; then
-        [ -n "$redis_pid" ] || redis_pid="$(cat "$workdir/redis.pid" 2>/dev/null)"
+        # The pid file names the server running now (a test may have restarted it); none
+        # when it is stopped, and then there is nothing to wait for.
+        if [ -f "$workdir/redis.pid" ]; then
+            redis_pid="$(cat "$workdir/redis.pid" 2>/dev/null)"
+        elif [ -n "$redis_pid" ] && ! kill -0 "$redis_pid" 2>/dev/null; then
+            redis_pid=""
+        fi
         redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1
         if [ -n "$redis_pid" ]; then
             local i
@@ -180,6 +190,12 @@ export CELERY_BROKER_URL="$REDIS_URL"
 export DJANGO_SETTINGS_MODULE=config.settings.test
 export OZ_MEDIA_ROOT="$workdir/media"
 export OZ_TESTENV_DIR="$workdir"
+# For tests that stop and restart the servers (tests/faults) through testenv-ctl.sh.
+export OZ_TESTENV_PGDATA="$workdir/pgdata"
+export OZ_TESTENV_PG_PORT="$pg_port"
+export OZ_TESTENV_PG_BINDIR="$PG_BINDIR"
+export OZ_TESTENV_REDIS_PORT="$redis_port"
+export OZ_TESTENV_CTL="$scripts_dir/testenv-ctl.sh"
 
 log "PostgreSQL $("$PG_BINDIR/postgres" -V | awk '{print $3}') on 127.0.0.1:$pg_port," \
     "Redis $(redis-server -v | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$redis_port," \

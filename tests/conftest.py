@@ -17,7 +17,10 @@ def _clear_cache():
     # Throttle counters live in the shared (Redis) cache; start each test from zero.
     from django.core.cache import cache
 
+    from gateway import throttling
+
     cache.clear()
+    throttling._cache_down_until = 0.0  # a test that took Redis away leaves no fail-open pause behind
     yield
 
 

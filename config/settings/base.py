@@ -4,8 +4,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp import constants as csp
 
 from config.logs import logging_config, structlog_configure
+from config.redaction import redact_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
@@ -26,6 +28,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "simple_history",
     "django_prometheus",
+    # Content-Security-Policy header (CONTENT_SECURITY_POLICY below) and admin login lockout (AXES_*).
+    "csp",
+    "axes",
     "gateway",
     "review",
     "models_registry",
@@ -36,7 +41,12 @@ MIDDLEWARE = [
     "config.logs.RequestIdMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "gateway.middleware.BodySizeLimitMiddleware",
+    # A view failing because the database or Redis is down answers 503 + Retry-After.
+    "gateway.middleware.DependencyUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (pages, API answers and static files alike).
+    "csp.middleware.CSPMiddleware",
+    "config.security.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -46,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last: turns an admin login lockout (django-axes) into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -72,19 +84,34 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+# A kept connection is checked before a request reuses it, so after a database restart or
+# failover the first request on each thread reconnects instead of failing.
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.SharedClientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("OZ_CACHE_PREFIX", default="oz"),
+            # Redis unreachable must cost a request little: the throttles then fail open.
+            "OPTIONS": {
+                "socket_connect_timeout": env.float("OZ_CACHE_CONNECT_TIMEOUT", default=1.0),
+                "socket_timeout": env.float("OZ_CACHE_TIMEOUT", default=2.0),
+            },
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# django-axes first: it refuses a locked-out username+address before any password is checked.
+# (The API's keys and tokens never go through authenticate(): gateway.auth and its throttle.)
+AUTHENTICATION_BACKENDS = [
+    "config.security.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -122,7 +149,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["gateway.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "gateway.errors.problem_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "gateway.schema_extensions.OzAutoSchema",  # problem+json errors documented
     "DEFAULT_THROTTLE_CLASSES": ["gateway.throttling.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "client": env("OZ_THROTTLE_CLIENT", default="6000/min"),
@@ -135,12 +162,23 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": env.int("OZ_NUM_PROXIES", default=0),
 }
 
+# Failed API authentication (a wrong or malformed `Bearer`/`Token` credential), counted per
+# client address in the shared cache: past this many in the window, every request from that
+# address that presents credentials, valid ones included, is 429 (Retry-After) until the
+# window ends (gateway.throttling). Empty: no limit. Successful requests add no cache work.
+OZ_THROTTLE_AUTH_FAILURES = env("OZ_THROTTLE_AUTH_FAILURES", default="20/min")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Oz prediction gateway",
     "DESCRIPTION": "One stable prediction API answered by humans, rules or models.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # A typed POST /predict/<slug> per loaded predictor (gateway/schema_extensions.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway.schema_extensions.predict_path_per_predictor",
+    ],
     # Swagger UI from the installed package: nothing is fetched from a CDN.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -177,6 +215,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
+# The outbox sweeper leaves rows this young to their own on_commit message (gateway.outbox).
+OZ_OUTBOX_GRACE_SECONDS = env.int("OZ_OUTBOX_GRACE_SECONDS", default=30)
 CELERY_BEAT_SCHEDULE = {
     "resend-unsent-work": {
         "task": "gateway.tasks.outbox_sweep",
@@ -223,7 +263,9 @@ OZ_APPEAL_RATE_PER_IP = env("OZ_APPEAL_RATE_PER_IP", default="60/hour")
 # Structured logs (config/logs.py): structlog and the standard library through one
 # formatter; JSON lines unless OZ_LOG_JSON=false (local.py prefers readable console lines).
 OZ_LOG_JSON = env.bool("OZ_LOG_JSON", default=True)
-LOGGING = logging_config(json=OZ_LOG_JSON, level=env("OZ_LOG_LEVEL", default="INFO"))
+# redact_logging (config/redaction.py): appeal-link tokens, key secrets and Authorization values
+# are masked in every line (tests/security/test_secrets_not_logged.py).
+LOGGING = redact_logging(logging_config(json=OZ_LOG_JSON, level=env("OZ_LOG_LEVEL", default="INFO")))
 structlog_configure()
 
 # GET /metrics (gateway/metrics.py): readable with `Authorization: Bearer <OZ_METRICS_TOKEN>`
@@ -265,3 +307,66 @@ CELERY_BEAT_SCHEDULE["drift-check"] = {
     "task": "models_registry.tasks.drift_check_all",
     "schedule": timedelta(seconds=env.int("OZ_DRIFT_CHECK_SECONDS", default=3600)),
 }
+
+
+# --- Browser-facing security headers (SECURITY.md, tests/security/test_headers.py) -----------
+# Content-Security-Policy (django-csp 4): same-origin everything; no inline script except a
+# <script nonce="{{ request.csp_nonce }}">; no eval; inline <style> elements only with the
+# nonce (or the one hashed block of Django's own admin change list). style attributes are
+# allowed (style-src-attr): they cannot run script, and img/font/connect 'self' stop them
+# from fetching anywhere else; Django's admin and some server-rendered admin cells use them.
+# data: images are Swagger UI's icons. No framing at all (and X-Frame-Options: DENY).
+# sha256 of the <style> block in django/contrib/admin/templates/admin/change_list.html (a
+# change list without actions); tests/security/test_headers.py fails if Django changes it.
+CSP_DJANGO_ADMIN_CHANGELIST_STYLE = "'sha256-blvLUW3UscWqsXGByNOqdBboM+ShWAuugp2mC/wbafU='"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF, csp.NONCE],
+        "style-src": [csp.SELF, csp.NONCE, CSP_DJANGO_ADMIN_CHANGELIST_STYLE],
+        "style-src-attr": [csp.UNSAFE_INLINE],
+        "img-src": [csp.SELF, "data:"],
+        "font-src": [csp.SELF],
+        "connect-src": [csp.SELF],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.NONE],
+        "form-action": [csp.SELF],
+        "frame-ancestors": [csp.NONE],
+    },
+}
+# Django's SecurityMiddleware headers, stated rather than left to defaults.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# Appeal links carry their token in the path: never send it to another origin.
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Permissions-Policy (config.security.PermissionsPolicyMiddleware): no page of Oz needs any
+# of these browser features.
+OZ_PERMISSIONS_POLICY = env(
+    "OZ_PERMISSIONS_POLICY",
+    default="accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=()",
+)
+
+# --- Admin login brute-force limit (django-axes 8, database handler) ---------------------------
+# A username tried from one address is locked after OZ_AXES_FAILURE_LIMIT failed logins, for
+# OZ_AXES_COOLOFF_MINUTES (each further failure while locked restarts the wait); the login
+# answers 429 with Retry-After and a page saying so (templates/admin/locked_out.html). Other
+# usernames from that address, and that username from other addresses, are not locked. A
+# successful login resets the count. Unlock early: `manage.py axes_reset_username NAME` (or
+# axes_reset_ip, axes_reset). The address is the one the API throttles use (OZ_NUM_PROXIES).
+AXES_ENABLED = env.bool("OZ_AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("OZ_AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("OZ_AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "config.security.client_address"
+AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# The records stay in the database (AccessAttempt, AccessLog); the admin does not list them.
+AXES_ENABLE_ADMIN = False
+# No start-up banner on every manage.py command; failed logins and lockouts are still logged
+# (as warnings, with the username and address masked).
+AXES_VERBOSE = False

@@ -1,6 +1,6 @@
 """`make run`: SQLite, Celery eager, local-memory cache, debug pages."""
 from .base import *  # noqa: F403
-from .base import env, logging_config
+from .base import env, logging_config, redact_logging
 
 # Debug pages stay off by default so the API answers problem+json even locally;
 # WhiteNoise serves the admin's static files straight from the apps.
@@ -11,4 +11,6 @@ OZ_DEMO_ALLOWED = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 OZ_WEBHOOK_ALLOW_PRIVATE = env.bool("OZ_WEBHOOK_ALLOW_PRIVATE", default=True)
 # Readable console log lines (structlog's ConsoleRenderer) unless OZ_LOG_JSON=true.
-LOGGING = logging_config(json=env.bool("OZ_LOG_JSON", default=False), level=env("OZ_LOG_LEVEL", default="INFO"))
+LOGGING = redact_logging(
+    logging_config(json=env.bool("OZ_LOG_JSON", default=False), level=env("OZ_LOG_LEVEL", default="INFO"))
+)

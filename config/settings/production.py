@@ -1,6 +1,6 @@
 """Production: every secret from the environment, HTTPS everywhere, Redis and PostgreSQL."""
 from .base import *  # noqa: F403
-from .base import env, logging_config
+from .base import env, logging_config, redact_logging
 
 # No default: without DJANGO_SECRET_KEY the process refuses to start.
 SECRET_KEY = env("DJANGO_SECRET_KEY")
@@ -23,7 +23,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # One JSON object per log line, whatever OZ_LOG_JSON says (log shippers parse it).
-LOGGING = logging_config(json=True, level=env("OZ_LOG_LEVEL", default="INFO"))
+LOGGING = redact_logging(logging_config(json=True, level=env("OZ_LOG_LEVEL", default="INFO")))
 
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)

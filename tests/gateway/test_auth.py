@@ -100,10 +100,37 @@ def test_an_api_key_is_not_a_user_token_and_vice_versa(loan, make_api, client_ke
     problem_body(make_api(f"Bearer {operator[1]}").get("/predictors"), 401)
 
 
-def test_a_revoked_key_is_401(loan, client_api, client_key):
+def test_a_revoked_key_is_401_at_once(loan, client_api, client_key, operator):
+    from gateway.services import credential_revoke
+
+    assert predict_loan(client_api).status_code == 202  # verified, and remembered by this process
+    key = ApiKey.objects.get(client=client_key[0])
+    assert credential_revoke(credential=key, by=operator[0])
+    problem_body(predict_loan(client_api), 401)
+    assert key.history.first().history_user == operator[0]  # who revoked it is on record
+    assert not credential_revoke(credential=key, by=operator[0])  # once
+
+
+def test_a_key_revoked_behind_the_models_back_stops_working_within_the_cache_lifetime(loan, client_api, client_key, settings):
+    import time
+
+    # Another web process revoked it (or a bulk UPDATE did): this process finds out when its
+    # memory of the key ages out (gateway.verified_keys).
+    settings.OZ_AUTH_CACHE_SECONDS = 0.5
     assert predict_loan(client_api).status_code == 202
     ApiKey.objects.filter(client=client_key[0]).update(revoked_at=timezone.now())
+    time.sleep(0.6)
     problem_body(predict_loan(client_api), 401)
+
+
+def test_a_scoped_key_loses_a_predictor_at_once(loan, make_api):
+    from gateway.services import api_client_create
+
+    client, key = api_client_create(name="scoped", predictor_slugs=["loan-approval"])
+    api = make_api(f"Bearer {key}")
+    assert predict_loan(api).status_code == 202
+    client.predictors.clear()
+    problem_body(predict_loan(api), 403)
 
 
 def test_the_key_of_an_inactive_client_is_401(loan, client_api, client_key):
@@ -312,8 +339,9 @@ def test_the_fourth_request_in_a_minute_is_429(loan, client_api, client_key, tin
     # The budget is the client's, whatever endpoint it calls, and a throttled predict stores nothing.
     problem_body(predict_loan(client_api), 429)
     assert Prediction.objects.count() == 0
-    # The count lives in the shared cache, where every worker sees it.
-    assert len(cache.get(f"throttle_client_client:{client_key[0].pk}")) == 3
+    # The count lives in the shared cache, where every worker sees it: every attempt in the
+    # window counts, the refused ones too.
+    assert cache.get(f"throttle_client_client:{client_key[0].pk}") == 5
 
 
 def test_each_client_and_person_has_its_own_budget(loan, client_api, other_client_api, operator_api, tiny_rates):

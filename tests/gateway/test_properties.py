@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.rules import NoRuleMatched, rule_matches, rules_evaluate
-from gateway.schema import FieldError, definition_validate, input_validate, output_error, value_error
+from gateway.schema import NUMBER_LIMIT, FieldError, definition_validate, input_validate, output_error, value_error
 from tests.factories import DEMO_PREDICTORS
 
 # Derandomized, so CI checks the same 200 cases every run and a landing never depends on
@@ -269,14 +269,15 @@ def values_of(spec: dict) -> st.SearchStrategy:
     """Valid (non-null) values of a field."""
     kind = spec["type"]
     if kind == "number":
-        low, high = spec.get("minimum"), spec.get("maximum")
+        # Within the documented range of any number input (gateway.schema.NUMBER_LIMIT).
+        low, high = spec.get("minimum", -NUMBER_LIMIT), spec.get("maximum", NUMBER_LIMIT)
         floats = st.floats(low, high, allow_nan=False, allow_infinity=False)
         int_low, int_high = None if low is None else math.ceil(low), None if high is None else math.floor(high)
         if int_low is not None and int_high is not None and int_low > int_high:
             return floats  # no whole number between the bounds (e.g. 0.3 to 0.7)
         return floats | st.integers(int_low, int_high).filter(lambda v: abs(v) < 10**300)
     if kind == "integer":
-        return st.integers(spec.get("minimum"), spec.get("maximum"))
+        return st.integers(spec.get("minimum", -(10**308)), spec.get("maximum", 10**308))
     if kind == "boolean":
         return st.booleans()
     if kind == "category":

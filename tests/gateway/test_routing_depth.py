@@ -233,7 +233,8 @@ def test_low_confidence_with_human_fallback_queues_a_task_with_the_suggestion(
     assert set(suggestion) == {"output", "confidence", "scores", "model_version"}
     assert suggestion["model_version"] == champion.version and suggestion["confidence"] < 1.0
     assert suggestion["output"] in ("approve", "refer") and set(suggestion["scores"]) == {"approve", "refer"}
-    assert task.history.count() == 1  # written once, with the task: no second row on the hot path
+    # Written once: no history row on the hot path (it begins with the task's first change).
+    assert task.history.count() == 0
 
     # The reviewer API's task payload carries it.
     claimed = reviewer_api.post("/review/claim")
@@ -409,7 +410,8 @@ def test_shadow_skips_the_version_that_answered_and_stores_errors(
     assert ShadowPrediction.objects.filter(prediction_id=body["id"], model_version=challenger).count() == 1
 
 
-def test_without_shadow_nothing_is_sent(loan, champion, challenger, predict, django_capture_on_commit_callbacks):
+def test_without_shadow_nothing_is_sent(loan, champion, challenger, predict, django_capture_on_commit_callbacks, settings):
+    settings.OZ_EXPLAIN_SAMPLE_PERCENT = 0  # else one answer in ten sends an explanation task
     _policy(loan, mode="model")
     with django_capture_on_commit_callbacks() as callbacks:
         body = predict({"input": factories.loan_input()}).json()
@@ -429,6 +431,17 @@ def test_predict_reads_predictor_flag_and_models_from_the_serving_cache(loan, ch
         tables = " ".join(q["sql"] for q in ctx.captured_queries if q["sql"].lstrip().upper().startswith("SELECT"))
     for table in ("gateway_predictor", "gateway_routingpolicy", "models_registry_modelversion"):
         assert f'FROM "{table}"' not in tables
+
+
+def test_a_warm_model_answer_costs_one_insert_and_no_other_query(loan, champion, predict, settings):
+    settings.OZ_EXPLAIN_SAMPLE_PERCENT = 0
+    _policy(loan, mode="model")
+    predict({"input": factories.loan_input()})  # the key is verified and the serving cache filled
+    with CaptureQueriesContext(connection) as ctx:
+        assert predict({"input": factories.loan_input()}).status_code == 200
+    statements = [q["sql"] for q in ctx.captured_queries]
+    # No key lookup, no history row, no BEGIN/COMMIT around a single row.
+    assert len(statements) == 1 and statements[0].startswith('INSERT INTO "gateway_prediction"'), statements
 
 
 def test_a_routing_change_in_this_process_applies_to_the_next_request(loan, champion, predict, operator_api):

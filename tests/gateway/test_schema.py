@@ -339,3 +339,15 @@ def test_label_output_rejects_anything_else(value):
                          ids=short)
 def test_number_output(value, ok):
     assert (output_error({"type": "number", "minimum": 0, "maximum": 1}, value) is None) is ok
+
+
+@pytest.mark.parametrize("field, value, ok", [
+    ("x", 1e308, True), ("x", -1e308, True), ("x", 1.5e308, False), ("x", -1.5e308, False),
+    ("n", 10**308, True), ("n", 10**308 + 1, False), ("n", -(10**308) - 1, False), ("x", 10**308 + 1, False),
+], ids=short)
+def test_numbers_stay_within_the_documented_limit(field, value, ok):
+    # The OpenAPI schema bounds every number input without bounds of its own by ±1e308
+    # (gateway.schema.NUMBER_LIMIT); larger values that still fit a float were taken (found by
+    # tests/test_schemathesis.py).
+    _, errors = input_validate({"x": {"type": "number"}, "n": {"type": "integer"}}, {field: value})
+    assert (errors == []) is ok, errors

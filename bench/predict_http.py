@@ -1,0 +1,451 @@
+"""/predict over HTTP, side by side with the servers a team would otherwise reach for.
+
+    make bench                                   # everything, on a throwaway PostgreSQL + Redis
+    scripts/testenv.sh .venv/bin/python bench/predict_http.py --duration 10 --peers mlflow,mlserver
+
+One scikit-learn model (logistic regression on FIELDS numeric fields, trained by Oz from its
+own labels) is served by:
+
+  oz model      gunicorn + Django on PostgreSQL, production settings: API key auth, throttle,
+                validation, routing, the ONNX model, one INSERT per prediction, a log event
+  oz human      the same request to a human-mode predictor: INSERT prediction + review task
+  oz rule       the same request to a rule-mode predictor
+  floor sklearn a bare WSGI app calling the same scikit-learn pipeline (bench/minimal_wsgi.py)
+  floor onnx    a bare WSGI app calling the same ONNX graph Oz serves
+  mlflow        `mlflow models serve` (FastAPI/uvicorn) on the same pipeline, predict_proba
+  mlserver      MLServer (Seldon's V2 server) with mlserver-sklearn, predict_proba
+
+Every server gets the same number of worker processes; Oz and the floors run under the same
+gunicorn configuration (scripts/gunicorn.conf.py). Load comes from wrk on loopback at a fixed
+number of connections. Targets are interleaved over --rounds rounds and the median round of
+each is kept, so a noisy neighbour hurts every target alike. The peers run from their own
+virtualenvs (bench/.venvs/, built on first use; not project dependencies); --peers '' skips them.
+
+Goals (issue 6): oz model >= 0.5x the faster floor's req/s with p99 under 2x its p99; oz
+human >= 0.7x oz model's req/s. Figures go to stdout and bench/results/predict_http.json."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The project root, not bench/, first: bench scripts must not shadow the standard library.
+sys.path[0] = str(ROOT)
+RESULTS = ROOT / "bench" / "results"
+VENVS = Path(os.environ.get("OZ_BENCH_VENVS", ROOT / "bench" / ".venvs"))
+PEER_PACKAGES = {
+    # Same scikit-learn as Oz, so the pickled pipeline loads unchanged.
+    "mlflow": ["mlflow==3.17.2", "scikit-learn==1.9.1"],
+    "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "scikit-learn==1.9.1",
+                 # uvloop 0.22 broke asyncio.get_event_loop() in MLServer's inference workers
+                 "uvloop==0.21.0"],
+}
+N_BODIES = 256
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the model and the data ------------------------------------------------------------
+
+def wide_definition(slug: str, fields: int, mode: str) -> dict:
+    schema = {f"x{i:02d}": {"type": "number", "minimum": -100, "maximum": 100} for i in range(fields)}
+    definition = {
+        "slug": slug,
+        "description": f"bench: {fields} numeric fields, {mode} mode",
+        "input": schema,
+        "output": {"type": "label", "labels": ["yes", "no"]},
+        "routing": {"mode": mode},
+    }
+    if mode == "rule":
+        definition["rules"] = [{"when": {"x00": {"gt": 0}}, "then": "yes"}, {"default": "no"}]
+    return definition
+
+
+def truth(row: dict, weights: list[float]) -> str:
+    return "yes" if sum(w * row[f"x{i:02d}"] for i, w in enumerate(weights)) > 0 else "no"
+
+
+def random_row(rng: random.Random, fields: int) -> dict:
+    return {f"x{i:02d}": round(rng.uniform(-10, 10), 3) for i in range(fields)}
+
+
+def setup_oz(workdir: Path, fields: int, labels: int) -> dict:
+    """Migrate, create the three predictors, train and promote the model; returns what the
+    servers and the load generator need."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    os.environ["OZ_MEDIA_ROOT"] = str(workdir / "media")
+    import django
+
+    django.setup()
+    import joblib
+    import yaml
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from gateway.definitions import predictors_load
+    from gateway.models import Predictor
+    from gateway.services import api_client_create
+    from models_registry.artifacts import artifact_bytes, artifact_load
+    from models_registry.models import TrainingRun
+    from models_registry.services import model_version_promote
+    from models_registry.training import training_run_execute
+    from review.models import Label
+
+    defs = workdir / "predictors"
+    defs.mkdir()
+    for mode in ("model", "human", "rule"):
+        (defs / f"bench-{mode}.yaml").write_text(yaml.safe_dump(wide_definition(f"bench-{mode}", fields, mode)))
+    predictors_load(defs)
+    model_predictor = Predictor.objects.get(slug="bench-model")
+    rng = random.Random(7)
+    weights = [rng.uniform(-1, 1) for _ in range(fields)]
+    Label.objects.bulk_create(
+        Label(predictor=model_predictor, schema_version=model_predictor.schema_version, input=(x := random_row(rng, fields)),
+              target=truth(x, weights), source="import")
+        for _ in range(labels)
+    )
+    run = training_run_execute(run_id=TrainingRun.objects.create(predictor=model_predictor).pk)
+    version = run.model_version
+    assert version is not None, run.error
+    model_version_promote(version=version)
+    version.refresh_from_db()
+    assert version.serving_format == "onnx", "the bench expects the ONNX fast path"
+    pipeline = artifact_load(name=version.artifact.name, sha256=version.artifact_sha256)
+    joblib.dump(pipeline, workdir / "model.joblib")
+    (workdir / "model.onnx").write_bytes(artifact_bytes(name=version.onnx_artifact.name, sha256=version.onnx_sha256))
+    _, key = api_client_create(name="bench")
+    from django.db import connections
+
+    connections.close_all()
+    return {"key": key, "weights": weights, "version": version.version, "metrics": version.metrics}
+
+
+# --- servers ---------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, name: str, argv: list[str], env: dict, port: int, ready_path: str, workdir: Path):
+        self.name, self.port, self.ready_path = name, port, ready_path
+        self.log_path = workdir / f"{name.replace(' ', '-')}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.port}{self.ready_path}"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); see {self.log_path}:\n"
+                                   + self.log_path.read_text(errors="replace")[-3000:])
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status < 500:
+                        return
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def gunicorn_argv(app: str, port: int, workers: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "scripts" / "gunicorn.conf.py"),
+            "--workers", str(workers), "--bind", f"127.0.0.1:{port}", "--max-requests", "0",
+            "--access-logfile", "-", app]
+
+
+def oz_env(workdir: Path) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": "bench-" + "k" * 60,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
+        "OZ_MEDIA_ROOT": str(workdir / "media"),
+        # The bench measures serving, not the per-client budget.
+        "OZ_THROTTLE_CLIENT": "100000000/min",
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
+
+
+def peer_python(name: str) -> Path:
+    venv = VENVS / name
+    python = venv / "bin" / "python"
+    stamp = venv / (".installed-" + "-".join(PEER_PACKAGES[name]).replace("/", "_").replace("=", "_")[:150])
+    if not stamp.exists():
+        log(f"building the {name} virtualenv in {venv} (first run only; a few minutes)")
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES[name]], check=True)
+        stamp.touch()
+    return python
+
+
+def start_mlflow(workdir: Path, port: int, workers: int) -> Server:
+    python = peer_python("mlflow")
+    model_dir = workdir / "mlflow-model"
+    subprocess.run([str(python), "-c", textwrap.dedent(f"""
+        import joblib, mlflow.sklearn
+        mlflow.sklearn.save_model(joblib.load({str(workdir / 'model.joblib')!r}), {str(model_dir)!r},
+                                  pyfunc_predict_fn="predict_proba")
+    """)], check=True, capture_output=True)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"file://{workdir}/mlruns", PATH=f"{python.parent}:{os.environ['PATH']}")
+    argv = [str(python.parent / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+            "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
+    return Server("mlflow", argv, env, port, "/ping", workdir)
+
+
+def start_mlserver(workdir: Path, port: int, workers: int) -> Server:
+    python = peer_python("mlserver")
+    folder = workdir / "mlserver"
+    folder.mkdir()
+    shutil.copy(workdir / "model.joblib", folder / "model.joblib")
+    (folder / "settings.json").write_text(json.dumps({
+        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "parallel_workers": workers, "debug": False,
+    }))
+    (folder / "model-settings.json").write_text(json.dumps({
+        "name": "bench", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib"},
+    }))
+    env = dict(os.environ, PATH=f"{python.parent}:{os.environ['PATH']}")
+    return Server("mlserver", [str(python.parent / "mlserver"), "start", str(folder)], env, port, "/v2/health/ready", workdir)
+
+
+# --- load ------------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+local bodies = {BODIES}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+{HEADERS}
+request = function()
+  i = i + 1
+  return wrk.format(nil, nil, nil, bodies[(i % #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"non_2xx":%d,"socket_errors":%d,'
+    .. '"p50_us":%d,"p95_us":%d,"p99_us":%d,"max_us":%d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
+"""
+
+
+def lua_string(text: str) -> str:
+    return "[==[" + text + "]==]"
+
+
+def wrk_script(workdir: Path, name: str, bodies: list[str], headers: dict) -> Path:
+    path = workdir / f"{name.replace(' ', '-')}.lua"
+    header_lines = "\n".join(f'wrk.headers["{k}"] = {lua_string(v)}' for k, v in headers.items())
+    path.write_text(WRK_SCRIPT.replace("{BODIES}", "{" + ",".join(lua_string(b) for b in bodies) + "}")
+                    .replace("{HEADERS}", header_lines))
+    return path
+
+
+def wrk_run(url: str, script: Path, duration: float, connections: int) -> dict:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed on {url}: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    figures = json.loads(line[len("WRKJSON "):])
+    figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    return figures
+
+
+# --- main ------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10, help="seconds per target per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes, the same for every server")
+    parser.add_argument("--fields", type=int, default=30)
+    parser.add_argument("--labels", type=int, default=2000)
+    parser.add_argument("--peers", default="mlflow,mlserver", help="comma-separated: mlflow, mlserver; '' for none")
+    parser.add_argument("--json", default=str(RESULTS / "predict_http.json"))
+    parser.add_argument("--quick", action="store_true", help="smoke size: 2 s, one round, no peers")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds, args.labels, args.peers = 2, 1, 300, ""
+
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        sys.exit("bench/predict_http.py measures Oz on PostgreSQL: run it under scripts/testenv.sh (make bench does)")
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: scripts/ensure-system-deps.sh wrk (make bench does)")
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = set(peers) - set(PEER_PACKAGES)
+    if unknown:
+        sys.exit(f"unknown peers: {sorted(unknown)}")
+
+    with tempfile.TemporaryDirectory(prefix="oz-bench-") as tmp:
+        workdir = Path(tmp)
+        log("training the bench model")
+        oz = setup_oz(workdir, args.fields, args.labels)
+        rng = random.Random(11)
+        rows = [random_row(rng, args.fields) for _ in range(N_BODIES)]
+        names = [f"x{i:02d}" for i in range(args.fields)]
+        oz_bodies = [json.dumps({"input": r}) for r in rows]
+        array_bodies = [json.dumps({"inputs": [[r[n] for n in names]]}) for r in rows]
+        mlflow_bodies = array_bodies
+        mlserver_bodies = [json.dumps({
+            "inputs": [{"name": "x", "shape": [1, args.fields], "datatype": "FP64", "data": [r[n] for n in names]}],
+            "outputs": [{"name": "predict_proba"}],
+        }) for r in rows]
+        auth = {"Authorization": f"Bearer {oz['key']}"}
+
+        servers: dict[str, Server] = {}
+        targets: list[tuple[str, str, Path]] = []  # (name, url, wrk script)
+        try:
+            port = free_port()
+            servers["oz"] = Server("oz", gunicorn_argv("config.wsgi:application", port, args.workers), oz_env(workdir), port,
+                                   "/healthz", workdir)
+            for mode in ("model", "human", "rule"):
+                targets.append((f"oz {mode}", f"http://127.0.0.1:{port}/predict/bench-{mode}",
+                                wrk_script(workdir, f"oz-{mode}", oz_bodies, auth)))
+            for kind, path, bodies in (("sklearn", "model.joblib", array_bodies), ("onnx", "model.onnx", oz_bodies)):
+                port = free_port()
+                env = dict(os.environ, BENCH_MODEL_KIND=kind, BENCH_MODEL_PATH=str(workdir / path), PYTHONPATH=str(ROOT))
+                servers[f"floor {kind}"] = Server(f"floor-{kind}", gunicorn_argv("bench.minimal_wsgi:application", port, args.workers),
+                                                  env, port, "/", workdir)
+                targets.append((f"floor {kind}", f"http://127.0.0.1:{port}/", wrk_script(workdir, f"floor-{kind}", bodies, {})))
+            if "mlflow" in peers:
+                port = free_port()
+                servers["mlflow"] = start_mlflow(workdir, port, args.workers)
+                targets.append(("mlflow", f"http://127.0.0.1:{port}/invocations", wrk_script(workdir, "mlflow", mlflow_bodies, {})))
+            if "mlserver" in peers:
+                port = free_port()
+                servers["mlserver"] = start_mlserver(workdir, port, args.workers)
+                targets.append(("mlserver", f"http://127.0.0.1:{port}/v2/models/bench/infer",
+                                wrk_script(workdir, "mlserver", mlserver_bodies, {})))
+            for server in servers.values():
+                server.wait_ready()
+            log("servers ready: " + ", ".join(servers))
+            for name, url, script in targets:  # warm up: model loads, connection pools, caches
+                try:
+                    wrk_run(url, script, 2, args.connections)
+                except RuntimeError:
+                    server = servers[name.split()[0] if name.startswith("oz") else name]
+                    log(f"{name} failed; the end of {server.log_path}:\n" + server.log_path.read_text(errors="replace")[-3000:])
+                    raise
+            runs: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
+            for round_no in range(args.rounds):
+                order = targets if round_no % 2 == 0 else list(reversed(targets))
+                for name, url, script in order:
+                    runs[name].append(wrk_run(url, script, args.duration, args.connections))
+                log(f"round {round_no + 1}/{args.rounds} done")
+            stored = _stored_predictions()
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    report = summarise(runs, args, oz, stored)
+    print_report(report)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {args.json}")
+
+
+def _stored_predictions() -> dict:
+    from django.db.models import Count
+
+    from gateway.models import Prediction
+
+    return {row["predictor__slug"]: row["n"] for row in Prediction.objects.values("predictor__slug").annotate(n=Count("id"))}
+
+
+def _median_run(figures: list[dict]) -> dict:
+    ordered = sorted(figures, key=lambda f: f["rps"])
+    middle = ordered[len(ordered) // 2]
+    return {
+        "rps": middle["rps"],
+        "p50_ms": middle["p50_us"] / 1000, "p95_ms": middle["p95_us"] / 1000, "p99_ms": middle["p99_us"] / 1000,
+        "requests": sum(f["requests"] for f in figures),
+        "non_2xx": sum(f["non_2xx"] for f in figures), "socket_errors": sum(f["socket_errors"] for f in figures),
+        "rps_by_round": [round(f["rps"], 1) for f in figures],
+    }
+
+
+def summarise(runs: dict, args, oz: dict, stored: dict) -> dict:
+    rows = {name: _median_run(figures) for name, figures in runs.items()}
+    floors = [n for n in rows if n.startswith("floor")]
+    floor = max(floors, key=lambda n: rows[n]["rps"])  # the stricter floor
+    for row in rows.values():
+        row["x_floor_rps"] = row["rps"] / rows[floor]["rps"]
+        row["x_floor_p99"] = row["p99_ms"] / rows[floor]["p99_ms"]
+    model, human = rows["oz model"], rows["oz human"]
+    goals = {
+        "oz model req/s >= 0.5x floor": {"value": round(model["x_floor_rps"], 3), "met": model["x_floor_rps"] >= 0.5},
+        "oz model p99 < 2x floor p99": {"value": round(model["x_floor_p99"], 3), "met": model["x_floor_p99"] < 2},
+        "oz human req/s >= 0.7x oz model": {"value": round(human["rps"] / model["rps"], 3), "met": human["rps"] / model["rps"] >= 0.7},
+    }
+    return {
+        "bench": "predict_http",
+        "settings": {"duration_s": args.duration, "rounds": args.rounds, "connections": args.connections,
+                     "workers": args.workers, "fields": args.fields, "labels": args.labels, "cpus": os.cpu_count(),
+                     "load": "wrk -t1, keep-alive, loopback"},
+        "floor": floor,
+        "model": {"version": oz["version"], "metrics": {k: v for k, v in oz["metrics"].items() if isinstance(v, (int, float))}},
+        "rows": rows,
+        "goals": goals,
+        # Every answered request is a stored row (the human route stores a task too).
+        "predictions_stored": stored,
+    }
+
+
+def print_report(report: dict) -> None:
+    s = report["settings"]
+    print(f"\n/predict over HTTP: {s['fields']} numeric fields, logistic regression; {s['workers']} workers each; "
+          f"wrk {s['connections']} connections; {s['rounds']} rounds x {s['duration_s']:g} s (median round); {s['cpus']} CPUs")
+    print(f"{'target':16} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x floor':>8} {'p99 x fl':>9} {'errors':>7}")
+    for name, row in report["rows"].items():
+        errors = row["non_2xx"] + row["socket_errors"]
+        print(f"{name:16} {row['rps']:9.0f} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
+              f"{row['x_floor_rps']:8.2f} {row['x_floor_p99']:9.2f} {errors:7d}")
+    print(f"(x floor: against '{report['floor']}', the faster bare WSGI app)")
+    for goal, result in report["goals"].items():
+        print(f"goal {goal}: {result['value']:.2f} -> {'met' if result['met'] else 'NOT met'}")
+    print("predictions stored: " + ", ".join(f"{k} {v}" for k, v in sorted(report["predictions_stored"].items())))
+
+
+if __name__ == "__main__":
+    main()

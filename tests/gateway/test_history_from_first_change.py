@@ -1,0 +1,61 @@
+"""Predictions and review tasks are written on the request path without a history row; the
+first change records the row as it was created, then the change. So nothing a person changed
+is missing from the audit, and /predict does one INSERT."""
+from __future__ import annotations
+
+import pytest
+
+from gateway.models import Prediction
+from review.models import ReviewTask
+from review.services import review_task_claim_next
+from tests import factories
+
+
+@pytest.fixture
+def rule_mode(loan):
+    from gateway.services import routing_update
+
+    routing_update(predictor=loan, changes={"mode": "rule"})
+    return loan
+
+
+def test_an_answered_prediction_is_one_row_and_its_first_change_keeps_the_original(rule_mode, client_api):
+    body = client_api.post("/predict/loan-approval", {"input": factories.loan_input(amount=1000, has_collateral=True)},
+                           format="json").json()
+    prediction = Prediction.objects.get(pk=body["id"])
+    assert prediction.output == "approve" and prediction.history.count() == 0
+
+    prediction.output, prediction.source = "refer", "human"
+    prediction._history_user = factories.reviewer_with_token()[0]
+    prediction.save()
+
+    created, changed = prediction.history.order_by("history_date")
+    assert (created.history_type, created.output, created.source, created.history_user) == ("+", "approve", "rule", None)
+    assert created.history_date == prediction.created_at
+    assert (changed.history_type, changed.output, changed.history_user) == ("~", "refer", prediction._history_user)
+    prediction.output = "approve"
+    prediction.save()
+    assert prediction.history.filter(history_type="+").count() == 1  # recorded once
+
+
+def test_a_claimed_task_records_its_open_state_then_the_claim(loan, client_api, reviewer):
+    body = client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json").json()
+    task = ReviewTask.objects.get(prediction_id=body["id"])
+    assert task.history.count() == 0
+
+    claimed = review_task_claim_next(reviewer=reviewer[0])
+    assert claimed.pk == task.pk
+    states = list(task.history.order_by("history_date").values_list("history_type", "status"))
+    assert states == [("+", "open"), ("~", "claimed")]
+
+
+def test_nothing_else_needs_to_see_a_prediction_being_created():
+    # /predict inserts predictions with gateway.rows.row_insert, which sends no signals: that
+    # is only right while no receiver (other than django-simple-history's, which skips the
+    # creation of these rows anyway) listens for a prediction's save.
+    from django.db.models.signals import post_save, pre_save
+
+    for signal in (pre_save, post_save):
+        sync_receivers, async_receivers = signal._live_receivers(Prediction)
+        owners = {type(getattr(r, "__self__", r)).__module__ for r in [*sync_receivers, *async_receivers]}
+        assert owners <= {"simple_history.models"}, (signal, owners)
