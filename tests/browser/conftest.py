@@ -28,6 +28,12 @@ def chromium(monkeypatch):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
+        # The test's ORM calls now run in Playwright's greenlet, whose context may hold a
+        # database connection from an earlier browser test; one that a restart of the server
+        # killed since (tests/faults) would fail the first query. Start from fresh ones.
+        from django.db import connections
+
+        connections.close_all()
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,

@@ -37,6 +37,11 @@ def stack(_stack_processes, transactional_db, settings):
     # ones under the same slugs (a live server never sees its rows vanish like that).
     time.sleep(1.2)
     yield stack
+    # A test that restarted PostgreSQL left this process's connections dead; the next test
+    # (a transactional one does no health check) must not inherit them.
+    from django.db import connections
+
+    connections.close_all()
 
 
 @pytest.fixture
