@@ -22,7 +22,7 @@ each is kept, so a noisy neighbour hurts every target alike. The peers run from 
 virtualenvs (bench/.venvs/, built on first use; not project dependencies); --peers '' skips them.
 
 Goals (issue 6): oz model >= 0.5x the faster floor's req/s with p99 under 2x its p99; oz
-human >= 0.7x oz model's req/s. Figures go to stdout and bench/results/predict_http.json."""
+human >= 0.7x oz model's req/s. Figures go to stdout and bench/results/predict_http.json (predict_http-quick.json for --quick)."""
 from __future__ import annotations
 
 import argparse
@@ -44,7 +44,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The project root, not bench/, first: bench scripts must not shadow the standard library.
 sys.path[0] = str(ROOT)
-RESULTS = ROOT / "bench" / "results"
 VENVS = Path(os.environ.get("OZ_BENCH_VENVS", ROOT / "bench" / ".venvs"))
 PEER_PACKAGES = {
     # Same scikit-learn as Oz, so the pickled pipeline loads unchanged.
@@ -219,11 +218,13 @@ def peer_python(name: str) -> Path:
 def start_mlflow(workdir: Path, port: int, workers: int) -> Server:
     python = peer_python("mlflow")
     model_dir = workdir / "mlflow-model"
-    subprocess.run([str(python), "-c", textwrap.dedent(f"""
+    saved = subprocess.run([str(python), "-c", textwrap.dedent(f"""
         import joblib, mlflow.sklearn
         mlflow.sklearn.save_model(joblib.load({str(workdir / 'model.joblib')!r}), {str(model_dir)!r},
-                                  pyfunc_predict_fn="predict_proba")
-    """)], check=True, capture_output=True)
+                                  pyfunc_predict_fn="predict_proba", skops_trusted_types=["numpy.dtype"])
+    """)], capture_output=True, text=True)
+    if saved.returncode != 0:
+        raise RuntimeError(f"mlflow could not save the model:\n{saved.stderr[-3000:]}")
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"file://{workdir}/mlruns", PATH=f"{python.parent}:{os.environ['PATH']}")
     argv = [str(python.parent / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
             "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
@@ -302,7 +303,6 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=30)
     parser.add_argument("--labels", type=int, default=2000)
     parser.add_argument("--peers", default="mlflow,mlserver", help="comma-separated: mlflow, mlserver; '' for none")
-    parser.add_argument("--json", default=str(RESULTS / "predict_http.json"))
     parser.add_argument("--quick", action="store_true", help="smoke size: 2 s, one round, no peers")
     args = parser.parse_args()
     if args.quick:
@@ -317,6 +317,10 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown peers: {sorted(unknown)}")
 
+    from bench._common import fresh_postgres_database, write_results
+
+    # A database of the bench's own on that server (dropped at exit); the servers use it too.
+    os.environ["DATABASE_URL"] = fresh_postgres_database(os.environ["DATABASE_URL"], "predict_http")
     with tempfile.TemporaryDirectory(prefix="oz-bench-") as tmp:
         workdir = Path(tmp)
         log("training the bench model")
@@ -380,9 +384,7 @@ def main() -> None:
 
     report = summarise(runs, args, oz, stored)
     print_report(report)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"\nwritten to {args.json}")
+    print(f"\nfigures written to {write_results('predict_http', report, args=args)}")
 
 
 def _stored_predictions() -> dict:
@@ -413,11 +415,15 @@ def summarise(runs: dict, args, oz: dict, stored: dict) -> dict:
         row["x_floor_rps"] = row["rps"] / rows[floor]["rps"]
         row["x_floor_p99"] = row["p99_ms"] / rows[floor]["p99_ms"]
     model, human = rows["oz model"], rows["oz human"]
-    goals = {
-        "oz model req/s >= 0.5x floor": {"value": round(model["x_floor_rps"], 3), "met": model["x_floor_rps"] >= 0.5},
-        "oz model p99 < 2x floor p99": {"value": round(model["x_floor_p99"], 3), "met": model["x_floor_p99"] < 2},
-        "oz human req/s >= 0.7x oz model": {"value": round(human["rps"] / model["rps"], 3), "met": human["rps"] / model["rps"] >= 0.7},
-    }
+    goals = {}
+    # Against each floor: the bare app calling the scikit-learn pipeline (what MLflow and
+    # MLServer serve) and the one calling the ONNX graph Oz itself serves (the stricter).
+    for name in sorted(floors):
+        rps, p99 = model["rps"] / rows[name]["rps"], model["p99_ms"] / rows[name]["p99_ms"]
+        goals[f"oz model req/s >= 0.5x {name}"] = {"value": round(rps, 3), "met": rps >= 0.5}
+        goals[f"oz model p99 < 2x {name} p99"] = {"value": round(p99, 3), "met": p99 < 2}
+    share = human["rps"] / model["rps"]
+    goals["oz human req/s >= 0.7x oz model"] = {"value": round(share, 3), "met": share >= 0.7}
     return {
         "bench": "predict_http",
         "settings": {"duration_s": args.duration, "rounds": args.rounds, "connections": args.connections,

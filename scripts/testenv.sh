@@ -34,7 +34,7 @@ fi
 scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 timeout_s="${OZ_TESTENV_TIMEOUT:-30}"
 
-"$scripts_dir/ensure-system-deps.sh" redis postgres chromium
+"$scripts_dir/ensure-system-deps.sh" redis postgres chromium wrk
 
 if [ -z "${PG_BINDIR:-}" ]; then
     if [ -x /usr/lib/postgresql/15/bin/initdb ]; then

@@ -115,3 +115,21 @@ def test_the_export_bench_streams_both_formats_in_flat_memory(bench_postgres):
     # must not come near 5x the memory.
     assert all(ratio < 3 for ratio in figures["goal"]["ratios"].values()), figures["goal"]
     assert "goal: flat memory" in out
+
+
+def test_the_http_bench_serves_every_route_and_the_floors_over_http(bench_postgres):
+    # wrk against gunicorn on PostgreSQL, for a couple of seconds each (no peers: their
+    # virtualenvs are built by `make bench`, not by the suite).
+    import re
+
+    # Redis database 1 of the suite's server: the servers' cache and broker, apart from the suite's.
+    env = {**bench_postgres, "REDIS_URL": re.sub(r"/\d*$", "/1", os.environ.get("REDIS_URL", ""))}
+    out, figures = _pg_bench(env, "bench/predict_http.py", "--quick")
+    rows = figures["rows"]
+    assert set(rows) == {"oz model", "oz human", "oz rule", "floor sklearn", "floor onnx"}
+    for name, row in rows.items():
+        assert row["requests"] > 0 and row["non_2xx"] == 0 and row["socket_errors"] == 0, (name, row)
+    # Every request Oz answered is a stored prediction.
+    stored = figures["predictions_stored"]
+    assert stored["bench-model"] >= rows["oz model"]["requests"] and stored["bench-human"] >= rows["oz human"]["requests"]
+    assert "goal oz model req/s >= 0.5x floor onnx" in out
