@@ -46,3 +46,25 @@ def loan_input(**overrides) -> dict:
     data = {"amount": 12000, "years_trading": 4, "sector": "food", "has_collateral": False}
     data.update(overrides)
     return data
+
+
+def trained_version(predictor, *, seed: int = 3, n_labels: int = 80):
+    """A model version trained on `n_labels` synthetic, correctly labelled inputs (a real run:
+    fit, gates, ONNX export). The run must succeed."""
+    import random
+
+    from gateway.demo import SyntheticPredictor
+    from models_registry.models import TrainingRun
+    from models_registry.training import training_run_execute
+    from review.models import Label
+
+    world = SyntheticPredictor(predictor.schema, predictor.output_spec)
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n_labels):
+        data = world.input(rng)
+        rows.append(Label(predictor=predictor, schema_version=1, input=data, target=world.truth(data), source="import"))
+    Label.objects.bulk_create(rows)
+    run = training_run_execute(run_id=TrainingRun.objects.create(predictor=predictor).pk)
+    assert run.status == "succeeded", run.error
+    return run.model_version

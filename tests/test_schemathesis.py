@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -87,24 +86,6 @@ def _http(base: str, method: str, path: str, body=None, auth: str = "") -> tuple
         return exc.code, json.loads(raw) if raw else {}
 
 
-def _trained(loan, seed: int):
-    from gateway.demo import SyntheticPredictor
-    from models_registry.models import TrainingRun
-    from models_registry.training import training_run_execute
-    from review.models import Label
-
-    world = SyntheticPredictor(loan.schema, loan.output_spec)
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(60):
-        data = world.input(rng)
-        rows.append(Label(predictor=loan, schema_version=1, input=data, target=world.truth(data), source="import"))
-    Label.objects.bulk_create(rows)
-    run = training_run_execute(run_id=TrainingRun.objects.create(predictor=loan).pk)
-    assert run.status == "succeeded", run.error
-    return run.model_version
-
-
 @pytest.fixture
 def gateway(transactional_db, tmp_path):
     """A gunicorn server on the test database, and the objects and credentials to fuzz with."""
@@ -114,8 +95,8 @@ def gateway(transactional_db, tmp_path):
     _, key = factories.api_client_with_key()
     _, operator_token = factories.operator_with_token()
     _, reviewer_token = factories.reviewer_with_token()
-    champion = model_version_promote(version=_trained(loan, seed=3))
-    candidate = _trained(loan, seed=5)
+    champion = model_version_promote(version=factories.trained_version(loan, seed=3, n_labels=60))
+    candidate = factories.trained_version(loan, seed=5, n_labels=60)
 
     env = {
         **os.environ,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -21,13 +20,10 @@ from django.conf import settings
 from django.db import connection
 from django.urls import Resolver404, resolve
 
-from gateway.demo import SyntheticPredictor
 from gateway.models import Predictor
 from gateway.services import routing_update
-from models_registry.models import ModelVersion, TrainingRun
+from models_registry.models import ModelVersion
 from models_registry.services import model_version_promote
-from models_registry.training import training_run_execute
-from review.models import Label
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,19 +92,6 @@ class Server:
         self.log.close()
 
 
-def _trained(loan, seed: int) -> ModelVersion:
-    world = SyntheticPredictor(loan.schema, loan.output_spec)
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(80):
-        data = world.input(rng)
-        rows.append(Label(predictor=loan, schema_version=1, input=data, target=world.truth(data), source="import"))
-    Label.objects.bulk_create(rows)
-    run = training_run_execute(run_id=TrainingRun.objects.create(predictor=loan).pk)
-    assert run.status == "succeeded", run.error
-    return run.model_version
-
-
 def _until(check, what: str) -> float:
     """Poll `check` until it returns true; the seconds it took (at most PROPAGATION_SECONDS)."""
     start = time.monotonic()
@@ -159,8 +142,8 @@ def test_changes_through_one_process_reach_the_other_within_five_seconds(servers
     loan = factories.loan_predictor()
     _, key = factories.api_client_with_key()
     _, operator_token = factories.operator_with_token()
-    first = model_version_promote(version=_trained(loan, seed=3))
-    second = _trained(loan, seed=5)
+    first = model_version_promote(version=factories.trained_version(loan, seed=3))
+    second = factories.trained_version(loan, seed=5)
     routing_update(predictor=loan, changes={"mode": "model"})
     client, operator = f"Bearer {key}", f"Token {operator_token}"
 

@@ -12,19 +12,15 @@ The alert is raised without waiting for traffic: GET /predictors/<slug> shows
 `oz_model_artifact_ok 0` and `oz_model_load_failures_total` by reason."""
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from pathlib import Path
 
-from gateway.demo import SyntheticPredictor
 from gateway.models import Prediction
 from gateway.services import routing_update
-from models_registry.models import TrainingRun
 from models_registry.services import model_version_promote
 from models_registry.serving import served_artifact
-from models_registry.training import training_run_execute
-from review.models import Label, ReviewTask
+from review.models import ReviewTask
 from tests import factories
 
 from .harness import metric, report, wait_until
@@ -32,23 +28,10 @@ from .harness import metric, report, wait_until
 PER_FALLBACK = 8
 
 
-def _train(loan, seed: int):
-    world = SyntheticPredictor(loan.schema, loan.output_spec)
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(80):
-        data = world.input(rng)
-        rows.append(Label(predictor=loan, schema_version=1, input=data, target=world.truth(data), source="import"))
-    Label.objects.bulk_create(rows)
-    run = training_run_execute(run_id=TrainingRun.objects.create(predictor=loan).pk)
-    assert run.status == "succeeded", run.error
-    return run.model_version
-
-
 def test_a_broken_artifact_falls_back_as_the_flag_says_and_raises_the_alert(stack):
     clock = time.monotonic()
     loan = factories.loan_predictor()
-    first, second = _train(loan, seed=11), _train(loan, seed=12)
+    first, second = factories.trained_version(loan, seed=11), factories.trained_version(loan, seed=12)
     timings = {"train": round(time.monotonic() - clock, 1)}
     model_version_promote(version=first)
     routing_update(predictor=loan, changes={"mode": "model", "fallback": "human"})

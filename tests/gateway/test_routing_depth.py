@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from io import StringIO
 
 import pytest
@@ -19,15 +18,13 @@ from django.urls import reverse
 from config.celery_app import app as celery_app
 from gateway import routing as routing_module
 from gateway.definitions import definition_parse, predictors_load
-from gateway.demo import SyntheticPredictor
 from gateway.models import Prediction, Predictor, RoutingPolicy
 from gateway.services import prediction_create, routing_update
 from gateway.serving_cache import serving_forget
 from models_registry import serving
-from models_registry.models import ModelVersion, ShadowPrediction, TrainingRun
+from models_registry.models import ShadowPrediction
 from models_registry.services import model_version_challenge, model_version_promote
 from models_registry.shadow import shadow_agreement, shadow_run
-from models_registry.training import training_run_execute
 from review.models import Label, ReviewTask, TaskKind
 from review.services import review_task_claim_next, review_task_decide
 from tests import factories
@@ -54,27 +51,14 @@ def _policy(loan, **changes) -> RoutingPolicy:
     return RoutingPolicy.objects.get(predictor=loan)
 
 
-def _train(loan, seed: int = 3, n_labels: int = 80) -> ModelVersion:
-    world = SyntheticPredictor(loan.schema, loan.output_spec)
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n_labels):
-        data = world.input(rng)
-        rows.append(Label(predictor=loan, schema_version=1, input=data, target=world.truth(data), source="import"))
-    Label.objects.bulk_create(rows)
-    run = training_run_execute(run_id=TrainingRun.objects.create(predictor=loan).pk)
-    assert run.status == "succeeded", run.error
-    return run.model_version
-
-
 @pytest.fixture
 def champion(loan):
-    return model_version_promote(version=_train(loan))
+    return model_version_promote(version=factories.trained_version(loan))
 
 
 @pytest.fixture
 def challenger(loan, champion):
-    return model_version_challenge(version=_train(loan, seed=11))
+    return model_version_challenge(version=factories.trained_version(loan, seed=11))
 
 
 @pytest.fixture
