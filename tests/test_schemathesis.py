@@ -305,14 +305,15 @@ def wsgi(db, loan):
     """The schema as served, and a way to send one request and validate its answer with
     Schemathesis' checks (status documented, media type documented, body as documented)."""
     from django.core.signals import request_finished, request_started
-    from django.core.wsgi import get_wsgi_application
     from django.db import close_old_connections
+
+    from config.handlers import OzWSGIHandler  # what gunicorn serves (config.wsgi)
 
     # As Django's test client does: a request must not close the test's connection (it
     # holds the test's transaction).
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
-    app = get_wsgi_application()
+    app = OzWSGIHandler()
     loaded = schemathesis.openapi.from_wsgi("/api/schema", app)
 
     def check(method: str, path: str, *, auth: str = "", path_parameters=None, **parts):

@@ -40,23 +40,37 @@ MIDDLEWARE = [
     # First: every log line of the request, refusals included, carries its request id.
     "config.logs.RequestIdMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "gateway.middleware.BodySizeLimitMiddleware",
     # A view failing because the database or Redis is down answers 503 + Retry-After.
     "gateway.middleware.DependencyUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Content-Security-Policy on every response (pages, API answers and static files alike).
     "csp.middleware.CSPMiddleware",
     "config.security.PermissionsPolicyMiddleware",
+    # After the security headers, so a 413 carries them too; before anything reads the body.
+    "gateway.middleware.BodySizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last: turns an admin login lockout (django-axes) into the 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# Middleware that serves browsers and the admin only: `POST /predict/<slug>` (API key, no
+# session, no cookies) skips it (config.handlers). Everything else above still runs there.
+OZ_PREDICT_SKIPS_MIDDLEWARE = [
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
