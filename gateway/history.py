@@ -6,6 +6,8 @@ user is used, but only when it is a person: API clients are not users, and what 
 from django.contrib.auth import get_user_model
 from simple_history.manager import HistoryManager
 
+from .rows import row_insert
+
 
 def history_user(instance=None, request=None, **kwargs):
     user = getattr(instance, "_history_user", None)
@@ -87,6 +89,11 @@ class HistoryFromFirstChange:
         return super().save(*args, **kwargs)
 
 
+# Set on an instance read with it (claim-next's query annotates it): whether the row has any
+# history yet, which saves history_begin its own query.
+HISTORY_RECORDED = "history_recorded"
+
+
 def history_begin(instance) -> None:
     """Write the creation record of `instance` if its history is empty (see
     HistoryFromFirstChange). Call before its first change; later calls cost nothing."""
@@ -94,7 +101,10 @@ def history_begin(instance) -> None:
         return
     model = type(instance)
     historical = model.history.model
-    if not historical.objects.filter(**{model._meta.pk.attname: instance.pk}).exists():
+    recorded = getattr(instance, HISTORY_RECORDED, None)
+    if recorded is None:
+        recorded = historical.objects.filter(**{model._meta.pk.attname: instance.pk}).exists()
+    if not recorded:
         tracked = [f.attname for f in historical._meta.concrete_fields if f.attname in {c.attname for c in model._meta.concrete_fields}]
         loaded = getattr(instance, "_history_loaded", None) or {}
         if all(name in loaded for name in tracked):
@@ -102,7 +112,8 @@ def history_begin(instance) -> None:
         else:  # created in this process, or read with only()/defer(): read the row as it is
             values = model._base_manager.filter(pk=instance.pk).values(*tracked).first()
         if values is not None:
-            historical.objects.create(
+            # One INSERT compiled once per model (no signal listens for historical rows).
+            row_insert(historical(
                 history_date=values["created_at"], history_type="+", history_user=None, history_change_reason=None, **values,
-            )
+            ))
     instance._history_begun = True

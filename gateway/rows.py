@@ -6,7 +6,8 @@ compiler), which on /predict cost more CPU than the model itself. `row_insert` d
 `pre_save` (defaults, auto_now_add) and database preparation, then one INSERT — without the
 compiler and without the pre_save/post_save signals. Use it only for models whose creation
 no signal receiver needs to see: a prediction (django-simple-history skips creations of
-HistoryFromFirstChange models anyway; a test checks no other receiver is connected)."""
+HistoryFromFirstChange models anyway; a test checks no other receiver is connected) and the
+creation record gateway.history writes before a row's first change."""
 from __future__ import annotations
 
 import threading
@@ -17,11 +18,11 @@ _statements: dict[tuple, tuple[str, list]] = {}
 _lock = threading.Lock()
 
 
-def _statement(model, connection) -> tuple[str, list]:
-    key = (model, connection.alias)
+def _statement(model, connection, *, with_pk: bool) -> tuple[str, list]:
+    key = (model, connection.alias, with_pk)
     found = _statements.get(key)
     if found is None:
-        fields = [f for f in model._meta.concrete_fields if not f.generated]
+        fields = [f for f in model._meta.concrete_fields if not f.generated and (with_pk or not f.primary_key)]
         qn = connection.ops.quote_name
         # Identifiers from the model, quoted by the backend; every value is a parameter.
         sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
@@ -34,13 +35,16 @@ def _statement(model, connection) -> tuple[str, list]:
 
 
 def row_insert(instance) -> None:
-    """INSERT `instance` (a new row whose primary key is already set)."""
+    """INSERT `instance`, a new row. Its primary key is inserted when set; when it is None
+    and the database assigns it (an auto field), it is left to the database and not read
+    back (the instance keeps pk None)."""
     model = type(instance)
-    if instance.pk is None:
-        raise ValueError("row_insert needs the primary key set")
+    with_pk = instance.pk is not None
+    if not with_pk and not model._meta.pk.db_returning:
+        raise ValueError("row_insert needs the primary key set, or one the database assigns")
     alias = router.db_for_write(model, instance=instance)
     connection = connections[alias]
-    sql, fields = _statement(model, connection)
+    sql, fields = _statement(model, connection, with_pk=with_pk)
     params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -102,6 +102,10 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE",
 # failover the first request on each thread reconnects instead of failing.
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Claim-next runs as a prepared statement on PostgreSQL (review.services). Turn off behind
+# PgBouncer in transaction pooling mode, where a connection's next transaction may run in
+# another server session.
+OZ_DB_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 
 REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:

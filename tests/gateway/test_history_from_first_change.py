@@ -49,6 +49,19 @@ def test_a_claimed_task_records_its_open_state_then_the_claim(loan, client_api, 
     assert states == [("+", "open"), ("~", "claimed")]
 
 
+def test_a_task_claimed_again_after_a_release_is_not_recorded_as_created_twice(loan, client_api, reviewer):
+    from review.services import review_task_release
+
+    body = client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json").json()
+    task = ReviewTask.objects.get(prediction_id=body["id"])
+    review_task_claim_next(reviewer=reviewer[0])
+    review_task_release(task_id=task.pk, reviewer=reviewer[0])
+    again = review_task_claim_next(reviewer=reviewer[0])
+    assert again.pk == task.pk
+    states = list(task.history.order_by("history_date", "history_id").values_list("history_type", "status"))
+    assert states == [("+", "open"), ("~", "claimed"), ("~", "open"), ("~", "claimed")]
+
+
 def test_nothing_else_needs_to_see_a_prediction_being_created():
     # /predict inserts predictions with gateway.rows.row_insert, which sends no signals: that
     # is only right while no receiver (other than django-simple-history's, which skips the

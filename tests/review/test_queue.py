@@ -173,3 +173,33 @@ def test_review_api_flow(loan, client_api, reviewer_api, make_api):
     assert reviewer_api.post("/review/tasks/999999/release").status_code == 404
     prediction = client_api.get(f"/predictions/{created['id']}").json()
     assert prediction["status"] == "answered" and prediction["source"] == "human"
+
+
+def _claim_plan_prepared() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'oz_claim_next'")
+        return cursor.fetchone()[0] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claim_next_is_planned_once_per_connection_and_again_after_a_reconnect(loan, reviewer):
+    user, _ = reviewer
+    tasks = [_pending(loan).review_tasks.get() for _ in range(3)]
+    connection.close()
+    assert not _claim_plan_prepared()  # a new session has none
+    assert review_task_claim_next(reviewer=user).pk == tasks[0].pk
+    assert _claim_plan_prepared()
+    assert review_task_claim_next(reviewer=user).pk == tasks[1].pk
+    connection.close()  # as after a database restart: the new session prepares its own
+    assert review_task_claim_next(reviewer=user).pk == tasks[2].pk
+    assert _claim_plan_prepared()
+    assert review_task_claim_next(reviewer=user) is None
+
+
+@pytest.mark.django_db
+def test_claim_next_without_prepared_statements_gives_the_same_order(loan, reviewer, settings):
+    settings.OZ_DB_PREPARED_STATEMENTS = False  # behind PgBouncer's transaction pooling
+    user, _ = reviewer
+    first, second = (_pending(loan).review_tasks.get() for _ in range(2))
+    assert [review_task_claim_next(reviewer=user).pk for _ in range(2)] == [first.pk, second.pk]
+    assert review_task_claim_next(reviewer=user) is None
