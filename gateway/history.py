@@ -4,6 +4,7 @@ Services set `instance._history_user` when they know the person; otherwise the r
 user is used, but only when it is a person: API clients are not users, and what they cause
 (a prediction) is attributed through the prediction's own `client` field."""
 from django.contrib.auth import get_user_model
+from django.db import models, router
 from simple_history.manager import HistoryManager
 
 from .rows import row_insert
@@ -38,11 +39,29 @@ class ReusedHistoryManager(HistoryManager):
         return made
 
 
+class InsertedOnce(models.Model):
+    """Base of every history model: a new history row is one INSERT compiled once per model
+    (gateway.rows.row_insert) instead of one the ORM compiles on every save. Every audited
+    change writes one, on the request path of deciding and claiming. Any other save (with
+    arguments, or of a row already stored) is the ORM's."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if self._state.adding and self.pk is None and not args and not kwargs.keys() - {"using"} \
+                and kwargs.get("using") in (None, router.db_for_write(type(self), instance=self)):
+            row_insert(self)
+            return
+        super().save(*args, **kwargs)
+
+
 def audit_history(**options):
-    """The HistoricalRecords every audited model uses: who changed it (history_user) and the
-    reused manager class."""
+    """The HistoricalRecords every audited model uses: who changed it (history_user), the
+    reused manager class and history rows inserted with a statement compiled once."""
     from simple_history.models import HistoricalRecords
 
+    options.setdefault("bases", [InsertedOnce])
     return HistoricalRecords(get_user=history_user, history_manager=ReusedHistoryManager, **options)
 
 

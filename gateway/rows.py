@@ -6,8 +6,8 @@ compiler), which on /predict cost more CPU than the model itself. `row_insert` d
 `pre_save` (defaults, auto_now_add) and database preparation, then one INSERT — without the
 compiler and without the pre_save/post_save signals. Use it only for models whose creation
 no signal receiver needs to see: a prediction (django-simple-history skips creations of
-HistoryFromFirstChange models anyway; a test checks no other receiver is connected) and the
-creation record gateway.history writes before a row's first change."""
+HistoryFromFirstChange models anyway; a test checks no other receiver is connected) and
+history rows (gateway.history: no receiver listens for their saves either)."""
 from __future__ import annotations
 
 import threading
@@ -18,7 +18,7 @@ _statements: dict[tuple, tuple[str, list]] = {}
 _lock = threading.Lock()
 
 
-def _statement(model, connection, *, with_pk: bool) -> tuple[str, list]:
+def _statement(model, connection, *, with_pk: bool) -> tuple[str, list, bool]:
     key = (model, connection.alias, with_pk)
     found = _statements.get(key)
     if found is None:
@@ -28,7 +28,12 @@ def _statement(model, connection, *, with_pk: bool) -> tuple[str, list]:
         sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
             qn(model._meta.db_table), ", ".join(qn(f.column) for f in fields), ", ".join(["%s"] * len(fields))
         )
-        found = (sql, fields)
+        # A key the database assigns is read back as save() does, where the database can.
+        returning = not with_pk and connection.features.can_return_columns_from_insert
+        if returning:
+            returning_sql, _ = connection.ops.return_insert_columns([model._meta.pk])
+            sql = f"{sql} {returning_sql}"
+        found = (sql, fields, returning)
         with _lock:
             _statements[key] = found
     return found
@@ -36,17 +41,18 @@ def _statement(model, connection, *, with_pk: bool) -> tuple[str, list]:
 
 def row_insert(instance) -> None:
     """INSERT `instance`, a new row. Its primary key is inserted when set; when it is None
-    and the database assigns it (an auto field), it is left to the database and not read
-    back (the instance keeps pk None)."""
+    and the database assigns it (an auto field), the database's value is read back into it."""
     model = type(instance)
     with_pk = instance.pk is not None
     if not with_pk and not model._meta.pk.db_returning:
         raise ValueError("row_insert needs the primary key set, or one the database assigns")
     alias = router.db_for_write(model, instance=instance)
     connection = connections[alias]
-    sql, fields = _statement(model, connection, with_pk=with_pk)
+    sql, fields, returning = _statement(model, connection, with_pk=with_pk)
     params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        if returning:
+            instance.pk = cursor.fetchone()[0]
     instance._state.adding = False
     instance._state.db = alias

@@ -72,3 +72,24 @@ def test_nothing_else_needs_to_see_a_prediction_being_created():
         sync_receivers, async_receivers = signal._live_receivers(Prediction)
         owners = {type(getattr(r, "__self__", r)).__module__ for r in [*sync_receivers, *async_receivers]}
         assert owners <= {"simple_history.models"}, (signal, owners)
+
+
+def test_a_history_row_is_stored_whole_and_its_key_read_back(loan, reviewer):
+    # History rows are inserted with a statement compiled once (gateway.history.InsertedOnce):
+    # the row must hold what simple-history gave it, and listeners must see its stored key.
+    from simple_history.signals import post_create_historical_record
+
+    from gateway.services import routing_update
+
+    seen = []
+
+    def listener(history_instance, **_):
+        seen.append(history_instance.pk)
+
+    post_create_historical_record.connect(listener, dispatch_uid="test-history-key")
+    try:
+        routing_update(predictor=loan, changes={"canary_percent": 7}, user=reviewer[0])
+    finally:
+        post_create_historical_record.disconnect(dispatch_uid="test-history-key")
+    row = loan.routing.history.get(pk=seen[-1])
+    assert (row.history_type, row.canary_percent, row.history_user) == ("~", 7, reviewer[0])
