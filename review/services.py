@@ -116,51 +116,103 @@ def _claim_statement(*, now, reviewer_id: int) -> tuple[str, list]:
     return sql, params
 
 
-# On PostgreSQL the claim query is also a prepared statement of each connection: planning it
-# (three anti-joins, a partial index) took about 1 ms of the database's CPU per claim, more
-# than running it. Prepared statements live as long as the connection and survive a rolled
-# back transaction; a new connection prepares its own. OZ_DB_PREPARED_STATEMENTS=false turns
-# this off, for PgBouncer in transaction pooling mode (which hands out other sessions).
+# On PostgreSQL, claim-next is one statement, prepared once per connection: the claim, the
+# lease, and the task's history rows (its creation record when this is its first change,
+# then the claim, by the reviewer), which otherwise took six round trips (BEGIN, the claim,
+# the creation record, the UPDATE, the change record, COMMIT) and about 2 ms of ORM work;
+# and planning the claim query alone (three anti-joins, a partial index) took about 1 ms of
+# the database's CPU. A prepared statement lives as long as its connection and survives a
+# rolled-back transaction; a new connection prepares its own. With
+# OZ_DB_PREPARED_STATEMENTS=false (PgBouncer in transaction pooling mode hands a connection's
+# next transaction to another server session) and on other databases, claim-next takes the
+# portable path below it, through the ORM and simple-history, with the same outcome.
 _CLAIM_PREPARED_NAME = "oz_claim_next"
 _claim_prepared_on: weakref.WeakSet = weakref.WeakSet()
+_claim_recorded_statements: dict[str, str | None] = {}
+_CLAIM_SETS = ("status", "claimed_by", "claimed_at", "lease_expires_at")
 
 
-def _claim_prepared(alias: str, sql: str, params: list) -> tuple[str, list]:
+def _claim_recorded_sql(alias: str, claim_sql: str) -> str | None:
+    """The one-statement claim for PostgreSQL, made from the claim query; None when the
+    history table holds columns it does not know how to fill."""
+    if alias in _claim_recorded_statements:
+        return _claim_recorded_statements[alias]
+    qn = connections[alias].ops.quote_name
+    meta, historical = ReviewTask._meta, ReviewTask.history.model._meta
+    tracked = [f.column for f in meta.concrete_fields]
+    record = ["history_date", "history_type", "history_user", "history_change_reason"]
+    known = {*tracked, *(historical.get_field(name).column for name in record)}
+    sql = None
+    if {f.column for f in historical.concrete_fields if not f.primary_key} == known and "$" not in claim_sql:
+        columns = ", ".join(qn(c) for c in [*tracked, *(historical.get_field(name).column for name in record)])
+
+        def row(source: str) -> str:
+            return ", ".join(f"{source}.{qn(c)}" for c in tracked)
+
+        pk, field = qn(meta.pk.column), (lambda name: qn(meta.get_field(name).column))
+        sets = ", ".join(f"{field(name)} = %s" for name in _CLAIM_SETS)
+        table, history = qn(meta.db_table), qn(historical.db_table)
+        # Identifiers from the models, quoted by the backend; every value is a parameter.
+        sql = (
+            f"WITH picked AS ({claim_sql}), "  # noqa: S608
+            f"claimed AS (UPDATE {table} AS task SET {sets} FROM picked WHERE task.{pk} = picked.{pk} RETURNING task.*), "
+            f"created AS (INSERT INTO {history} ({columns}) SELECT {row('picked')}, picked.{field('created_at')}, '+', "
+            f"NULL, NULL FROM picked WHERE NOT picked.{qn(HISTORY_RECORDED)}), "
+            f"changed AS (INSERT INTO {history} ({columns}) SELECT {row('claimed')}, claimed.{field('claimed_at')}, '~', "
+            f"claimed.{field('claimed_by')}, NULL FROM claimed) "
+            "SELECT * FROM picked"
+        )
+    _claim_recorded_statements[alias] = sql
+    return sql
+
+
+def _prepared(alias: str, name: str, sql: str, params: list) -> str:
+    """`EXECUTE name (...)` for `sql`, preparing it first on a connection that has not."""
     connection = connections[alias]
-    if connection.vendor != "postgresql" or not settings.OZ_DB_PREPARED_STATEMENTS or "$" in sql or "%%" in sql:
-        return sql, params
     connection.ensure_connection()
     session = connection.connection
     if session not in _claim_prepared_on:
-        numbered = sql.split("%s")
-        if len(numbered) != len(params) + 1:
-            return sql, params
-        body = numbered[0] + "".join(f"${i}{part}" for i, part in enumerate(numbered[1:], start=1))
+        parts = sql.split("%s")
+        body = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
         with connection.cursor() as cursor:
-            cursor.execute(f"PREPARE {_CLAIM_PREPARED_NAME} AS {body}")
+            cursor.execute(f"PREPARE {name} AS {body}")
         _claim_prepared_on.add(session)
-    return f"EXECUTE {_CLAIM_PREPARED_NAME} ({', '.join(['%s'] * len(params))})", params
+    return f"EXECUTE {name} ({', '.join(['%s'] * len(params))})"
 
 
 def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
     """Give `reviewer` the highest-priority, oldest task they may take, under a fresh lease.
 
-    One short transaction; `SELECT … FOR UPDATE SKIP LOCKED` means concurrent reviewers
-    each get a different task and never wait on each other. A reviewer never gets a task
-    they already decided (consensus needs different people) or one they are excluded from
-    (an appeal of their own decision). None when nothing is left for them."""
+    Atomic; `SELECT … FOR UPDATE SKIP LOCKED` means concurrent reviewers each get a
+    different task and never wait on each other. A reviewer never gets a task they already
+    decided (consensus needs different people) or one they are excluded from (an appeal of
+    their own decision). None when nothing is left for them."""
     now = now or timezone.now()
-    with transaction.atomic():
-        sql, params = _claim_prepared(router.db_for_write(ReviewTask), *_claim_statement(now=now, reviewer_id=reviewer.pk))
-        task = next(iter(ReviewTask.objects.raw(sql, params)), None)
+    alias = router.db_for_write(ReviewTask)
+    claim_sql, params = _claim_statement(now=now, reviewer_id=reviewer.pk)
+    lease_end = _lease_end(now)
+    recorded = None
+    if connections[alias].vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS:
+        recorded = _claim_recorded_sql(alias, claim_sql)
+    if recorded is not None:
+        params = [*params, TaskStatus.CLAIMED.value, reviewer.pk, now, lease_end]
+        if recorded.count("%s") != len(params) or "%%" in recorded:
+            raise RuntimeError("the claim statement and its parameters disagree")
+        task = next(iter(ReviewTask.objects.raw(_prepared(alias, _CLAIM_PREPARED_NAME, recorded, params), params)), None)
         if task is None:
             return None
-        task.status = TaskStatus.CLAIMED
-        task.claimed_by = reviewer
-        task.claimed_at = now
-        task.lease_expires_at = _lease_end(now)
-        task._history_user = reviewer
-        task.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
+        task._history_begun = True  # its creation record, when it needed one, is written
+    else:
+        with transaction.atomic():
+            task = next(iter(ReviewTask.objects.raw(claim_sql, params)), None)
+            if task is None:
+                return None
+            task._history_user = reviewer
+            task.status, task.claimed_by, task.claimed_at, task.lease_expires_at = TaskStatus.CLAIMED, reviewer, now, lease_end
+            task.save(update_fields=list(_CLAIM_SETS))
+            return task
+    # The row as claimed (the statement returned it as it was before).
+    task.status, task.claimed_by, task.claimed_at, task.lease_expires_at = TaskStatus.CLAIMED, reviewer, now, lease_end
     return task
 
 

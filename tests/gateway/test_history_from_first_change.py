@@ -49,8 +49,14 @@ def test_a_claimed_task_records_its_open_state_then_the_claim(loan, client_api, 
     assert states == [("+", "open"), ("~", "claimed")]
 
 
-def test_a_task_claimed_again_after_a_release_is_not_recorded_as_created_twice(loan, client_api, reviewer):
+@pytest.mark.parametrize("one_statement", [True, False], ids=["one statement", "portable path"])
+def test_a_task_claimed_again_after_a_release_is_not_recorded_as_created_twice(loan, client_api, reviewer, settings,
+                                                                              one_statement):
+    # PostgreSQL claims and records in one statement; the portable path (other databases,
+    # PgBouncer) goes through the ORM and simple-history. Their history must be the same.
     from review.services import review_task_release
+
+    settings.OZ_DB_PREPARED_STATEMENTS = one_statement
 
     body = client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json").json()
     task = ReviewTask.objects.get(prediction_id=body["id"])
@@ -58,8 +64,16 @@ def test_a_task_claimed_again_after_a_release_is_not_recorded_as_created_twice(l
     review_task_release(task_id=task.pk, reviewer=reviewer[0])
     again = review_task_claim_next(reviewer=reviewer[0])
     assert again.pk == task.pk
-    states = list(task.history.order_by("history_date", "history_id").values_list("history_type", "status"))
-    assert states == [("+", "open"), ("~", "claimed"), ("~", "open"), ("~", "claimed")]
+    states = list(task.history.order_by("history_date", "history_id").values_list(
+        "history_type", "status", "claimed_by", "history_user", "claimed_at", "lease_expires_at", "created_at", "prediction"))
+    user = reviewer[0].pk
+    assert [state[:4] for state in states] == [
+        ("+", "open", None, None), ("~", "claimed", user, user), ("~", "open", None, user), ("~", "claimed", user, user)]
+    assert states[-1][4:] == (again.claimed_at, again.lease_expires_at, task.created_at, task.prediction_id)
+    again.refresh_from_db()
+    assert (again.status, again.claimed_by_id, again.claimed_at) == ("claimed", user, states[-1][4])
+    created = task.history.get(history_type="+")
+    assert created.history_date == task.created_at and created.claimed_at is None
 
 
 def test_nothing_else_needs_to_see_a_prediction_being_created():
