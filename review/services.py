@@ -100,7 +100,8 @@ def _claim_statement(*, now, reviewer_id: int) -> tuple[str, list]:
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("-priority", "created_at", "id")[:1]
         ).query
-        sql, standins = query.get_compiler(using=alias).as_sql()
+        with transaction.atomic(using=alias):  # the compiler refuses FOR UPDATE outside one
+            sql, standins = query.get_compiler(using=alias).as_sql()
         if as_param(_CLAIM_NOW_STANDIN) not in standins or _CLAIM_REVIEWER_STANDIN not in standins:
             raise RuntimeError("the claim query no longer takes the time and the reviewer as parameters")
         compiled = _claim_statements[alias] = (sql, tuple(standins))

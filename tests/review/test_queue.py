@@ -183,8 +183,13 @@ def _claim_plan_prepared() -> bool:
 
 @pytest.mark.django_db(transaction=True)
 def test_claim_next_is_planned_once_per_connection_and_again_after_a_reconnect(loan, reviewer):
+    from review import services
+
     user, _ = reviewer
     tasks = [_pending(loan).review_tasks.get() for _ in range(3)]
+    # As in a process's first claim, outside any transaction: nothing compiled yet.
+    services._claim_statements.clear()
+    services._claim_recorded_statements.clear()
     connection.close()
     assert not _claim_plan_prepared()  # a new session has none
     assert review_task_claim_next(reviewer=user).pk == tasks[0].pk
