@@ -157,6 +157,36 @@ def run_child(script: str, *args: str, timeout: float = 3600) -> dict:
 # -- memory -------------------------------------------------------------------------------
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of a process on this machine, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_tree_cpu_seconds(root: int) -> float:
+    """CPU time of a process and all its live descendants (a server's master and workers;
+    a PostgreSQL postmaster and its backends), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(process_cpu_seconds(pid) or 0.0 for pid in tree)
+
+
 def _status_kib(field: str) -> int | None:
     try:
         with open("/proc/self/status") as status:

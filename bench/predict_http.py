@@ -21,6 +21,10 @@ number of connections. Targets are interleaved over --rounds rounds and the medi
 each is kept, so a noisy neighbour hurts every target alike. The peers run from their own
 virtualenvs (bench/.venvs/, built on first use; not project dependencies); --peers '' skips them.
 
+Each target's CPU time per request is measured too (its server's processes, and the
+PostgreSQL server's, from /proc, over all rounds): on a shared machine req/s moves with
+whatever else runs, CPU per request much less, so the comparison is also given by it.
+
 Goals (issue 6): oz model >= 0.5x the faster floor's req/s with p99 under 2x its p99; oz
 human >= 0.7x oz model's req/s. Figures go to stdout and bench/results/predict_http.json (predict_http-quick.json for --quick)."""
 from __future__ import annotations
@@ -169,6 +173,12 @@ class Server:
             time.sleep(0.3)
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; see {self.log_path}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time so far of the server: its master and worker processes."""
+        from bench._common import process_tree_cpu_seconds
+
+        return process_tree_cpu_seconds(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -281,6 +291,29 @@ def wrk_script(workdir: Path, name: str, bodies: list[str], headers: dict) -> Pa
     return path
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time so far of the PostgreSQL server the bench stores into (its postmaster and
+    backends): the work each stored prediction costs the database."""
+    from django.db import connection
+
+    from bench._common import process_tree_cpu_seconds
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW data_directory")
+        data_directory = cursor.fetchone()[0]
+    postmaster = int(Path(data_directory, "postmaster.pid").read_text().split()[0])
+    return process_tree_cpu_seconds(postmaster)
+
+
+def measured_run(server: Server, url: str, script: Path, duration: float, connections: int) -> dict:
+    """One wrk run, with the CPU time the server and the database spent during it."""
+    server0, db0 = server.cpu_seconds(), postgres_cpu_seconds()
+    figures = wrk_run(url, script, duration, connections)
+    figures["server_cpu_s"] = server.cpu_seconds() - server0
+    figures["db_cpu_s"] = postgres_cpu_seconds() - db0
+    return figures
+
+
 def wrk_run(url: str, script: Path, duration: float, connections: int) -> dict:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -364,18 +397,21 @@ def main() -> None:
             for server in servers.values():
                 server.wait_ready()
             log("servers ready: " + ", ".join(servers))
+            def server_of(name: str) -> Server:
+                return servers[name.split()[0] if name.startswith("oz") else name]
+
             for name, url, script in targets:  # warm up: model loads, connection pools, caches
                 try:
                     wrk_run(url, script, 2, args.connections)
                 except RuntimeError:
-                    server = servers[name.split()[0] if name.startswith("oz") else name]
+                    server = server_of(name)
                     log(f"{name} failed; the end of {server.log_path}:\n" + server.log_path.read_text(errors="replace")[-3000:])
                     raise
             runs: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
             for round_no in range(args.rounds):
                 order = targets if round_no % 2 == 0 else list(reversed(targets))
                 for name, url, script in order:
-                    runs[name].append(wrk_run(url, script, args.duration, args.connections))
+                    runs[name].append(measured_run(server_of(name), url, script, args.duration, args.connections))
                 log(f"round {round_no + 1}/{args.rounds} done")
             stored = _stored_predictions()
         finally:
@@ -404,6 +440,9 @@ def _median_run(figures: list[dict]) -> dict:
         "requests": sum(f["requests"] for f in figures),
         "non_2xx": sum(f["non_2xx"] for f in figures), "socket_errors": sum(f["socket_errors"] for f in figures),
         "rps_by_round": [round(f["rps"], 1) for f in figures],
+        # CPU per request over all rounds: steadier than req/s where other work shares the CPUs.
+        "server_cpu_ms_per_request": 1000 * sum(f["server_cpu_s"] for f in figures) / max(1, sum(f["requests"] for f in figures)),
+        "db_cpu_ms_per_request": 1000 * sum(f["db_cpu_s"] for f in figures) / max(1, sum(f["requests"] for f in figures)),
     }
 
 
@@ -422,6 +461,13 @@ def summarise(runs: dict, args, oz: dict, stored: dict) -> dict:
         rps, p99 = model["rps"] / rows[name]["rps"], model["p99_ms"] / rows[name]["p99_ms"]
         goals[f"oz model req/s >= 0.5x {name}"] = {"value": round(rps, 3), "met": rps >= 0.5}
         goals[f"oz model p99 < 2x {name} p99"] = {"value": round(p99, 3), "met": p99 < 2}
+    # The same comparison by CPU per request (server and database): what the req/s ratio
+    # would be on a machine the servers have to themselves, whatever else ran meanwhile.
+    for row in rows.values():
+        row["cpu_ms_per_request"] = row["server_cpu_ms_per_request"] + row["db_cpu_ms_per_request"]
+    for name in sorted(floors):
+        by_cpu = rows[name]["cpu_ms_per_request"] / model["cpu_ms_per_request"]
+        goals[f"oz model requests per CPU second >= 0.5x {name}"] = {"value": round(by_cpu, 3), "met": by_cpu >= 0.5}
     share = human["rps"] / model["rps"]
     goals["oz human req/s >= 0.7x oz model"] = {"value": round(share, 3), "met": share >= 0.7}
     return {
@@ -442,12 +488,15 @@ def print_report(report: dict) -> None:
     s = report["settings"]
     print(f"\n/predict over HTTP: {s['fields']} numeric fields, logistic regression; {s['workers']} workers each; "
           f"wrk {s['connections']} connections; {s['rounds']} rounds x {s['duration_s']:g} s (median round); {s['cpus']} CPUs")
-    print(f"{'target':16} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x floor':>8} {'p99 x fl':>9} {'errors':>7}")
+    print(f"{'target':16} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x floor':>8} {'p99 x fl':>9} "
+          f"{'cpu ms/req':>10} {'db ms/req':>9} {'errors':>7}")
     for name, row in report["rows"].items():
         errors = row["non_2xx"] + row["socket_errors"]
         print(f"{name:16} {row['rps']:9.0f} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
-              f"{row['x_floor_rps']:8.2f} {row['x_floor_p99']:9.2f} {errors:7d}")
-    print(f"(x floor: against '{report['floor']}', the faster bare WSGI app)")
+              f"{row['x_floor_rps']:8.2f} {row['x_floor_p99']:9.2f} {row['server_cpu_ms_per_request']:10.2f} "
+              f"{row['db_cpu_ms_per_request']:9.2f} {errors:7d}")
+    print(f"(x floor: against '{report['floor']}', the faster bare WSGI app; cpu ms/req: the server's processes, "
+          "db ms/req: PostgreSQL's, per request over all rounds)")
     for goal, result in report["goals"].items():
         print(f"goal {goal}: {result['value']:.2f} -> {'met' if result['met'] else 'NOT met'}")
     print("predictions stored: " + ", ".join(f"{k} {v}" for k, v in sorted(report["predictions_stored"].items())))

@@ -58,6 +58,7 @@ from bench._common import (
     goal_line,
     insert_dicts,
     percentile,
+    process_cpu_seconds,
     setup,
     write_results,
 )
@@ -126,16 +127,6 @@ def seed(args, rng: random.Random) -> dict:
             "seconds": clock.seconds}
 
 
-def _proc_cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) of a process on this machine, from /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _machine_busy() -> tuple[int, int] | None:
     """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
     try:
@@ -163,7 +154,7 @@ def _claim_loop(reviewer_id: int, stop, release_share: float, think: float, seed
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
-    cpu0, server0 = time.process_time(), _proc_cpu_seconds(backend)
+    cpu0, server0 = time.process_time(), process_cpu_seconds(backend)
     in_sql = [0.0]
 
     def timed(execute, sql, params, many, context):
@@ -201,7 +192,7 @@ def _claim_loop(reviewer_id: int, stop, release_share: float, think: float, seed
         records.append({"task": task.pk, "t0": t0, "t1": t1, "t2": t2, "sql": sql, "cpu": c1 - c0, "action": action})
         if think:
             time.sleep(rng.uniform(0.5, 1.5) * think)
-    server1 = _proc_cpu_seconds(backend)
+    server1 = process_cpu_seconds(backend)
     connection.close()
     Path(out).write_text(json.dumps({
         "reviewer": reviewer_id, "records": records, "client_cpu": time.process_time() - cpu0,
