@@ -55,7 +55,10 @@ def _lifetime() -> float:
 
 def _live_versions(predictor_id: int) -> tuple:
     champion = challenger = None
-    for version in ModelVersion.objects.filter(predictor_id=predictor_id, stage__in=(Stage.CHAMPION, Stage.CHALLENGER)):
+    # Without the training-input statistics and gate results (tens of kilobytes of JSON,
+    # decoded on every reload of the cache) that serving never reads.
+    live = ModelVersion.objects.filter(predictor_id=predictor_id, stage__in=(Stage.CHAMPION, Stage.CHALLENGER))
+    for version in live.defer("reference_stats", "gates"):
         if version.stage == Stage.CHAMPION:
             champion = version
         else:

@@ -7,6 +7,13 @@ up to 30 s, which would block (and, past `timeout`, kill) a plain sync worker.
 
 import os
 
+# Web processes do not check their kept database connection before each request (Django's
+# CONN_HEALTH_CHECKS: a `SELECT 1` round trip on every request, about a tenth of a /predict
+# worker's time). After a database restart each kept connection answers one request with
+# 503 + Retry-After, then reconnects. Celery workers keep the check: a task failing on a
+# stale connection would fail a training run. DATABASE_CONN_HEALTH_CHECKS=true restores it.
+os.environ.setdefault("DATABASE_CONN_HEALTH_CHECKS", "false")
+
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))

@@ -3,9 +3,11 @@
 While it is down every request gets a clean answer: 503 with Retry-After and a problem+json
 body on the API, a short HTML page in the admin; never a 500, a stack trace or a dropped
 connection. Clients that retry with the same Idempotency-Key get their prediction once the
-database is back; the web processes reconnect by themselves (persistent connections with
-health checks: CONN_MAX_AGE + CONN_HEALTH_CHECKS), and so does the Celery worker, whose
-webhooks all arrive (the outbox sweeper re-sends what failed meanwhile)."""
+database is back; the web processes reconnect by themselves (persistent connections,
+CONN_MAX_AGE, without a check before each request: a connection that failed is closed at the
+end of its request), and so does the Celery worker (which checks its connection before each
+task: CONN_HEALTH_CHECKS), whose webhooks all arrive (the outbox sweeper re-sends what failed
+meanwhile)."""
 from __future__ import annotations
 
 import json

@@ -226,16 +226,22 @@ def test_the_right_prefix_with_a_wrong_secret_is_refused_through_compare_digest(
 
 # --- the access log in front of Django --------------------------------------------------------
 
-def test_the_gunicorn_access_log_masks_appeal_tokens_and_credentials():
+@pytest.mark.parametrize("access_log_format", [None, '%(r)s %(U)s?%(q)s "%({Referer}i)s" %({Authorization}i)s'],
+                         ids=["default format", "format naming the credential header"])
+def test_the_gunicorn_access_log_masks_appeal_tokens_and_credentials(access_log_format):
     from datetime import timedelta
     from types import SimpleNamespace
 
     from gunicorn.config import Config
+    from gunicorn.glogging import SafeAtoms
 
     from config.gunicorn_logging import RedactingLogger
 
     token = appeal_token("7f0e4a5e-4c39-4d53-9c3c-9a0d0e0a0b0c")
-    logger = RedactingLogger(Config())
+    config = Config()
+    if access_log_format:
+        config.set("access_log_format", access_log_format)
+    logger = RedactingLogger(config)
     environ = {
         "REQUEST_METHOD": "POST", "RAW_URI": f"/appeal/{token}", "PATH_INFO": f"/appeal/{token}", "QUERY_STRING": "",
         "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "203.0.113.9",
@@ -244,6 +250,8 @@ def test_the_gunicorn_access_log_masks_appeal_tokens_and_credentials():
     request = SimpleNamespace(headers=[("REFERER", environ["HTTP_REFERER"]), ("AUTHORIZATION", "Bearer oz_0123456789ab_" + "s" * 43)])
     response = SimpleNamespace(status="303 See Other", response_length=0, sent=0, headers=[])
     atoms = logger.atoms(response, request, environ, timedelta(seconds=0.01))
-    line = " ".join(str(v) for v in atoms.values())
+    line = config.access_log_format % SafeAtoms(atoms)  # the line as gunicorn writes it
     assert "/appeal/[redacted]" in line
     assert token not in line and "s" * 43 not in line
+    if access_log_format:
+        assert "Bearer [redacted]" in line
