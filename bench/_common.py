@@ -167,9 +167,20 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _cpu_with_reaped_children(pid: int) -> float:
+    """A process's CPU time plus that of its children that have exited and been waited for."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def process_tree_cpu_seconds(root: int) -> float:
-    """CPU time of a process and all its live descendants (a server's master and workers;
-    a PostgreSQL postmaster and its backends), from /proc."""
+    """CPU time of a process and all its descendants (a server's master and workers; a
+    PostgreSQL postmaster and its backends), from /proc: the live ones, and those that have
+    exited (a closed connection's backend, an autovacuum worker), through their parents."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -184,7 +195,7 @@ def process_tree_cpu_seconds(root: int) -> float:
         children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
         tree.update(children)
         frontier.extend(children)
-    return sum(process_cpu_seconds(pid) or 0.0 for pid in tree)
+    return sum(_cpu_with_reaped_children(pid) for pid in tree)
 
 
 def _status_kib(field: str) -> int | None:
