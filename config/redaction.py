@@ -38,13 +38,20 @@ def redact(text: str) -> str:
     return text
 
 
+# Values that cannot hold a secret, passed over without a call (a prediction's log event
+# holds its whole input: mostly numbers).
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
 def _redact_value(value):
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
+        return {k: v if type(v) in _PLAIN else _redact_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_redact_value(v) for v in value)
+        return type(value)(v if type(v) in _PLAIN else _redact_value(v) for v in value)
     return value
 
 

@@ -45,7 +45,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Content-Security-Policy on every response (pages, API answers and static files alike).
-    "csp.middleware.CSPMiddleware",
+    "config.security.CSPMiddleware",  # django-csp's, building a nonce-free policy once
     "config.security.PermissionsPolicyMiddleware",
     # After the security headers, so a 413 carries them too; before anything reads the body.
     "gateway.middleware.BodySizeLimitMiddleware",

@@ -63,6 +63,19 @@ def test_every_response_carries_the_security_headers(anon_api, path):
     assert "camera=()" in response["Permissions-Policy"] and "geolocation=()" in response["Permissions-Policy"]
 
 
+def test_an_api_answer_carries_the_policy_django_csp_builds_and_follows_its_settings(anon_api, settings):
+    # API answers use no nonce, so their policy is built once (config.security.CSPMiddleware);
+    # it must be django-csp's own, and change with the setting.
+    from csp.utils import build_policy
+
+    assert anon_api.get("/healthz")["Content-Security-Policy"] == build_policy()
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"], "frame-ancestors": ["'none'"]}}
+    assert policy_of(anon_api.get("/healthz")) == {"default-src": ["'none'"], "frame-ancestors": ["'none'"]}
+    settings.CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": {"img-src": ["'self'"]}}
+    report_only = anon_api.get("/healthz")["Content-Security-Policy-Report-Only"]
+    assert "img-src 'self'" in report_only and report_only == build_policy(report_only=True)
+
+
 def test_a_page_nonce_is_fresh_for_every_request(client):
     first = policy_of(client.get("/admin/login/"))
     second = policy_of(client.get("/api/docs"))
