@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from models_registry.models import DriftReport, ModelVersion, ShadowPrediction, 
 from review.models import Appeal, Label, TaskKind
 from review.services import review_task_claim_next, review_task_create, review_task_decide
 from tests import factories
-from tests.test_two_processes import GUNICORN, ROOT, _database_url, _free_port
+from tests.servers import PRODUCTION_CONFIG, ROOT, Server, database_url
 
 TOKEN = "metrics-token-for-tests"
 
@@ -302,11 +301,10 @@ def _http(base: str, method: str, path: str, body: bytes | None = None, auth: st
 def gunicorn_two_workers(transactional_db, tmp_path, settings):
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
-    port = _free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "DATABASE_CONN_MAX_AGE": "0",
         "OZ_MEDIA_ROOT": settings.MEDIA_ROOT,
         "OZ_THROTTLE_CLIENT": "1000000/min",
@@ -318,33 +316,12 @@ def gunicorn_two_workers(transactional_db, tmp_path, settings):
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "4",
     }
-    log_path = tmp_path / "gunicorn.log"
-    command = [str(GUNICORN) if GUNICORN.exists() else "gunicorn", "--config", "scripts/gunicorn.conf.py",
-               "--bind", f"127.0.0.1:{port}", "--workers", "2", "--keep-alive", "0", "config.wsgi:application"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise AssertionError(f"gunicorn exited: {log_path.read_text()[-3000:]}")
-                try:
-                    if _http(base, "GET", "/healthz")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"gunicorn did not come up: {log_path.read_text()[-3000:]}")
-                time.sleep(0.2)
-            yield base, metrics_dir, process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    server = Server("metrics", env, tmp_path, args=[*PRODUCTION_CONFIG, "--workers", "2", "--keep-alive", "0"])
+    try:
+        server.wait_ready()
+        yield server.base, metrics_dir, server.process
+    finally:
+        server.stop()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -15,16 +15,12 @@ Generation is derandomized (a fixed seed per operation) and bounded, so a run is
 every machine and takes a couple of minutes on two cores."""
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -33,10 +29,8 @@ from hypothesis import strategies as st
 schemathesis = pytest.importorskip("schemathesis")
 
 from tests import factories  # noqa: E402
-from tests.test_two_processes import _database_url, _free_port  # noqa: E402
+from tests.servers import PRODUCTION_CONFIG, ROOT, Server, database_url  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 # A deeper or different search by hand: OZ_SCHEMATHESIS_MAX_EXAMPLES=300 OZ_SCHEMATHESIS_SEED=7
 SEED = int(os.environ.get("OZ_SCHEMATHESIS_SEED", "20240611"))
 MAX_EXAMPLES = int(os.environ.get("OZ_SCHEMATHESIS_MAX_EXAMPLES", "30"))
@@ -71,21 +65,6 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403",
 
 # --- the server ------------------------------------------------------------------------------
 
-def _http(base: str, method: str, path: str, body=None, auth: str = "") -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{base}{path}", data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if auth:
-        request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else {}
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        return exc.code, json.loads(raw) if raw else {}
-
-
 @pytest.fixture
 def gateway(transactional_db, tmp_path):
     """A gunicorn server on the test database, and the objects and credentials to fuzz with."""
@@ -101,7 +80,7 @@ def gateway(transactional_db, tmp_path):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "DATABASE_CONN_MAX_AGE": "0",
         "OZ_MEDIA_ROOT": settings.MEDIA_ROOT,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -118,49 +97,33 @@ def gateway(transactional_db, tmp_path):
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "4",
     }
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "gunicorn.log"
-    command = [str(GUNICORN) if GUNICORN.exists() else "gunicorn", "--config", "scripts/gunicorn.conf.py",
-               "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", "config.wsgi:application"]
-    log = open(log_path, "wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server("fuzz", env, tmp_path, args=[*PRODUCTION_CONFIG, "--access-logfile", "/dev/null"])
+    base, call = server.base, server.call
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {log_path.read_text()[-3000:]}")
-            try:
-                if _http(base, "GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn did not come up: {log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+        server.wait_ready()
 
         client, operator, reviewer = f"Bearer {key}", f"Token {operator_token}", f"Token {reviewer_token}"
         # Real objects for the path parameters: predictions answered by the rules (with a
         # webhook to deliver) and left to humans (review tasks), an appeal link, a training run.
         predictions, tokens = [], []
-        status, _ = _http(base, "PATCH", "/predictors/loan-approval/routing", {"mode": "rule"}, auth=operator)
+        status, _ = call("PATCH", "/predictors/loan-approval/routing", {"mode": "rule"}, auth=operator)
         assert status == 200
         for i in range(3):
-            status, body = _http(base, "POST", "/predict/loan-approval",
+            status, body = call("POST", "/predict/loan-approval",
                                  {"input": factories.loan_input(amount=1000 * (i + 1)),
                                   "callback_url": "http://127.0.0.1:9/hook"}, auth=client)
             assert status == 200, body
             predictions.append(body["id"])
             if body.get("appeal_url"):
                 tokens.append(body["appeal_url"].rsplit("/", 1)[-1])
-        status, _ = _http(base, "PATCH", "/predictors/loan-approval/routing", {"mode": "human"}, auth=operator)
+        status, _ = call("PATCH", "/predictors/loan-approval/routing", {"mode": "human"}, auth=operator)
         assert status == 200
         for i in range(3):
-            status, body = _http(base, "POST", "/predict/loan-approval",
+            status, body = call("POST", "/predict/loan-approval",
                                  {"input": factories.loan_input(sector="retail", amount=500 * (i + 1))}, auth=client)
             assert status == 202, body
             predictions.append(body["id"])
-        status, run = _http(base, "POST", "/predictors/loan-approval/train", auth=operator)
+        status, run = call("POST", "/predictors/loan-approval/train", auth=operator)
         assert status == 202, run
 
         from gateway.models import WebhookDelivery
@@ -168,7 +131,7 @@ def gateway(transactional_db, tmp_path):
 
         yield {
             "base": base,
-            "log": log_path,
+            "log": server.log_path,
             "auth": {"client": client, "operator": operator, "reviewer": reviewer},
             "ids": {
                 "slug": ["loan-approval"],
@@ -181,13 +144,7 @@ def gateway(transactional_db, tmp_path):
             },
         }
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        server.stop()
 
 
 # --- who calls what ---------------------------------------------------------------------------

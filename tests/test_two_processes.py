@@ -4,20 +4,12 @@ within 5 seconds, without a restart. Each process keeps its own serving cache
 (OZ_SERVING_CACHE_SECONDS); this is the proof that the cache never outlives the promise."""
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.urls import Resolver404, resolve
 
 from gateway.models import Predictor
@@ -25,71 +17,9 @@ from gateway.services import routing_update
 from models_registry.models import ModelVersion
 from models_registry.services import model_version_promote
 from tests import factories
+from tests.servers import ROOT, Server, database_url
 
-ROOT = Path(__file__).resolve().parent.parent
 PROPAGATION_SECONDS = 5
-GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict  # the test database (test_<name>) while the test runs
-    user = quote(db["USER"] or "", safe="")
-    password = quote(db["PASSWORD"] or "", safe="")
-    auth = f"{user}:{password}@" if password else f"{user}@"
-    return f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-class Server:
-    def __init__(self, name: str, env: dict, log_dir: Path):
-        self.name = name
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        command = [str(GUNICORN) if GUNICORN.exists() else "gunicorn", "config.wsgi:application",
-                   "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "4", "--timeout", "60"]
-        self.log_path = log_dir / f"server-{name}.log"
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server {self.name} exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.base}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"server {self.name} did not come up")
-
-    def call(self, method: str, path: str, body=None, auth: str = "") -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if auth:
-            request.add_header("Authorization", auth)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 def _until(check, what: str) -> float:
@@ -117,7 +47,7 @@ def servers(transactional_db, tmp_path):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "DATABASE_CONN_MAX_AGE": "0",
         "OZ_MEDIA_ROOT": settings.MEDIA_ROOT,  # the artifacts this test trains
         "OZ_SERVING_CACHE_SECONDS": "2",

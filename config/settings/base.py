@@ -36,6 +36,16 @@ INSTALLED_APPS = [
     "models_registry",
 ]
 
+# Middleware that serves browsers and the admin only: `POST /predict/<slug>` (API key, no
+# session, no cookies) skips it (config.handlers). Everything else in MIDDLEWARE still runs there.
+OZ_PREDICT_SKIPS_MIDDLEWARE: list[str] = []
+
+
+def _browser_only(path: str) -> str:
+    OZ_PREDICT_SKIPS_MIDDLEWARE.append(path)
+    return path
+
+
 MIDDLEWARE = [
     # First: every log line of the request, refusals included, carries its request id.
     "config.logs.RequestIdMiddleware",
@@ -49,29 +59,16 @@ MIDDLEWARE = [
     "config.security.PermissionsPolicyMiddleware",
     # After the security headers, so a 413 carries them too; before anything reads the body.
     "gateway.middleware.BodySizeLimitMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "simple_history.middleware.HistoryRequestMiddleware",
+    _browser_only("whitenoise.middleware.WhiteNoiseMiddleware"),
+    _browser_only("django.contrib.sessions.middleware.SessionMiddleware"),
+    _browser_only("django.middleware.common.CommonMiddleware"),
+    _browser_only("django.middleware.csrf.CsrfViewMiddleware"),
+    _browser_only("django.contrib.auth.middleware.AuthenticationMiddleware"),
+    _browser_only("django.contrib.messages.middleware.MessageMiddleware"),
+    _browser_only("simple_history.middleware.HistoryRequestMiddleware"),
     "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last: turns an admin login lockout (django-axes) into the 429 page.
-    "axes.middleware.AxesMiddleware",
-]
-
-# Middleware that serves browsers and the admin only: `POST /predict/<slug>` (API key, no
-# session, no cookies) skips it (config.handlers). Everything else above still runs there.
-OZ_PREDICT_SKIPS_MIDDLEWARE = [
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "simple_history.middleware.HistoryRequestMiddleware",
-    "axes.middleware.AxesMiddleware",
+    _browser_only("axes.middleware.AxesMiddleware"),
 ]
 
 ROOT_URLCONF = "config.urls"
