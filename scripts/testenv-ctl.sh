@@ -24,17 +24,8 @@ action="$2"
 timeout_s="${OZ_TESTENV_TIMEOUT:-30}"
 workdir="$OZ_TESTENV_DIR"
 
-if [ "$(id -u)" -eq 0 ]; then
-    as_pg() {
-        if command -v runuser >/dev/null; then
-            (cd / && runuser -u postgres -- "$@")
-        else
-            (cd / && su -s /bin/sh postgres -c "$(printf '%q ' "$@")")
-        fi
-    }
-else
-    as_pg() { "$@"; }
-fi
+# shellcheck source=scripts/as-pg.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/as-pg.sh"
 
 # wait_for WHAT up|down COMMAND...: until COMMAND succeeds (up) or fails (down).
 wait_for() {

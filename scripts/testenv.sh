@@ -46,24 +46,14 @@ if [ -z "${PG_BINDIR:-}" ]; then
 fi
 [ -x "$PG_BINDIR/initdb" ] || die "no PostgreSQL server binaries (looked in '${PG_BINDIR}')"
 
-# initdb and postgres refuse to run as root: as root, run them as the `postgres` user.
-if [ "$(id -u)" -eq 0 ]; then
-    if ! id -u postgres >/dev/null 2>&1; then
-        log "creating system user postgres"
-        useradd --system --user-group --no-create-home \
-            --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres
-    fi
-    as_pg() {
-        # cd /: root's working directory may be unreadable for postgres.
-        if command -v runuser >/dev/null; then
-            (cd / && runuser -u postgres -- "$@")
-        else
-            (cd / && su -s /bin/sh postgres -c "$(printf '%q ' "$@")")
-        fi
-    }
-else
-    as_pg() { "$@"; }
+# initdb and postgres refuse to run as root: as root, they run as the `postgres` user.
+if [ "$(id -u)" -eq 0 ] && ! id -u postgres >/dev/null 2>&1; then
+    log "creating system user postgres"
+    useradd --system --user-group --no-create-home \
+        --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres
 fi
+# shellcheck source=scripts/as-pg.sh
+. "$scripts_dir/as-pg.sh"
 
 workdir=""
 pg_started=0
