@@ -48,23 +48,29 @@ def loan_input(**overrides) -> dict:
     return data
 
 
-def trained_version(predictor, *, seed: int = 3, n_labels: int = 80):
-    """A model version trained on `n_labels` synthetic, correctly labelled inputs (a real run:
-    fit, gates, ONNX export). The run must succeed."""
+def synthetic_labels(predictor, n: int, *, seed: int = 1) -> list:
+    """`n` correct labels of the predictor's synthetic world (gateway.demo), imported."""
     import random
 
     from gateway.demo import SyntheticPredictor
-    from models_registry.models import TrainingRun
-    from models_registry.training import training_run_execute
     from review.models import Label
 
     world = SyntheticPredictor(predictor.schema, predictor.output_spec)
     rng = random.Random(seed)
     rows = []
-    for _ in range(n_labels):
+    for _ in range(n):
         data = world.input(rng)
         rows.append(Label(predictor=predictor, schema_version=1, input=data, target=world.truth(data), source="import"))
-    Label.objects.bulk_create(rows)
+    return Label.objects.bulk_create(rows)
+
+
+def trained_version(predictor, *, seed: int = 3, n_labels: int = 80):
+    """A model version trained on `n_labels` synthetic, correctly labelled inputs (a real run:
+    fit, gates, ONNX export). The run must succeed."""
+    from models_registry.models import TrainingRun
+    from models_registry.training import training_run_execute
+
+    synthetic_labels(predictor, n_labels, seed=seed)
     run = training_run_execute(run_id=TrainingRun.objects.create(predictor=predictor).pk)
     assert run.status == "succeeded", run.error
     return run.model_version

@@ -15,19 +15,16 @@ acks_late and reject_on_worker_lost, and the tasks are idempotent:
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import time
 from collections import Counter
 from pathlib import Path
 
-from gateway.demo import SyntheticPredictor
 from gateway.models import Predictor, WebhookAttempt, WebhookDelivery
 from gateway.services import routing_update
 from gateway.webhooks import INTERRUPTED
 from models_registry.models import ModelVersion, TrainingRun
-from review.models import Label
 from tests import factories
 
 from .harness import OUTBOX_GRACE_SECONDS, SWEEP_SECONDS, WEBHOOK_TIMEOUT_SECONDS, alive, report, wait_until
@@ -73,12 +70,7 @@ def test_a_worker_killed_mid_webhook_and_mid_training_duplicates_and_loses_nothi
     stack.wait_worker()
 
     # 2. A training run in flight (a slow grid search), killed once it is under way.
-    world = SyntheticPredictor(loan.schema, loan.output_spec)
-    rng = random.Random(7)
-    inputs = [world.input(rng) for _ in range(LABELS)]
-    Label.objects.bulk_create(
-        Label(predictor=loan, schema_version=1, input=data, target=world.truth(data), source="import") for data in inputs
-    )
+    factories.synthetic_labels(loan, LABELS, seed=7)
     Predictor.objects.filter(pk=loan.pk).update(training={"grid": SLOW_GRID})
     requested = stack.call("POST", "/predictors/loan-approval/train", auth=operator)
     assert requested.status == 202, requested.body[:300]

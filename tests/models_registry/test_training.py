@@ -23,14 +23,8 @@ pytestmark = pytest.mark.django_db
 
 
 def _labels(predictor, n: int, seed: int = 1):
-    world = SyntheticPredictor(predictor.schema, predictor.output_spec)
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        data = world.input(rng)
-        rows.append(Label(predictor=predictor, schema_version=1, input=data, target=world.truth(data), source="import"))
-    Label.objects.bulk_create(rows)
-    return world
+    factories.synthetic_labels(predictor, n, seed=seed)
+    return SyntheticPredictor(predictor.schema, predictor.output_spec)
 
 
 def _train(predictor) -> TrainingRun:

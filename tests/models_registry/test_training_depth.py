@@ -20,7 +20,6 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 from sklearn.model_selection import StratifiedKFold
 
-from gateway.demo import SyntheticPredictor
 from gateway.models import Predictor
 from gateway.services import prediction_create, routing_update
 from models_registry import training
@@ -41,16 +40,6 @@ from review.services import label_record
 from tests import factories
 
 pytestmark = pytest.mark.django_db
-
-
-def _labels(predictor, n: int, seed: int = 1) -> list[Label]:
-    world = SyntheticPredictor(predictor.schema, predictor.output_spec)
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        data = world.input(rng)
-        rows.append(Label(predictor=predictor, schema_version=1, input=data, target=world.truth(data), source="import"))
-    return Label.objects.bulk_create(rows)
 
 
 def _configure(predictor, **training_block) -> Predictor:
@@ -81,7 +70,7 @@ def _version_pipeline(version: ModelVersion):
 def test_run_records_params_grid_choice_dataset_environment_memory_logs_and_metrics(loan):
     _configure(loan, estimator="logistic_regression", params={"solver": "lbfgs"}, grid={"C": [0.001, 1.0, 100.0]},
                holdout_fraction=0.2, seed=7)
-    _labels(loan, 200)
+    factories.synthetic_labels(loan, 200)
     run = _train(loan)
     assert run.status == "succeeded", run.error
 
@@ -146,7 +135,7 @@ def test_run_records_params_grid_choice_dataset_environment_memory_logs_and_metr
 
 
 def test_champion_is_scored_on_the_same_holdout(loan):
-    _labels(loan, 150)
+    factories.synthetic_labels(loan, 150)
     first = _train(loan)
     assert first.champion_metrics == {} and "no champion" in first.logs
     model_version_promote(version=first.model_version)
@@ -161,7 +150,7 @@ def test_champion_is_scored_on_the_same_holdout(loan):
 
     # More labels: another holdout; the champion's score there is recomputed here, and the
     # holdout labels it was trained on are counted.
-    _labels(loan, 80, seed=2)
+    factories.synthetic_labels(loan, 80, seed=2)
     third = _train(loan)
     inputs, y_test = _holdout(third)
     pipeline = _version_pipeline(first.model_version)
@@ -176,7 +165,7 @@ def test_champion_is_scored_on_the_same_holdout(loan):
 
 
 def test_champion_of_another_schema_version_is_not_scored(loan):
-    _labels(loan, 100)
+    factories.synthetic_labels(loan, 100)
     model_version_promote(version=_train(loan).model_version)
     Predictor.objects.filter(pk=loan.pk).update(schema_version=2)
     run = _train(loan)
@@ -187,7 +176,7 @@ def test_champion_of_another_schema_version_is_not_scored(loan):
 
 def test_time_split_holds_out_the_newest_labels(loan):
     _configure(loan, split="time", holdout_fraction=0.3)
-    labels = _labels(loan, 100)
+    labels = factories.synthetic_labels(loan, 100)
     # Creation times in an order unrelated to the ids.
     start = timezone.now() - timedelta(days=30)
     order = list(range(100))
@@ -224,7 +213,7 @@ def test_groups_too_small_to_compare_are_reported_but_left_out_of_the_gaps():
 def test_fairness_matches_fairlearn_on_the_same_holdout(loan, settings):
     settings.OZ_FAIRNESS_MIN_GROUP_SIZE = 1  # every group compared, as fairlearn does
     assert loan.sensitive_attribute == "sector"
-    _labels(loan, 240, seed=3)
+    factories.synthetic_labels(loan, 240, seed=3)
     run = _train(loan)
     assert run.status == "succeeded", run.error
     inputs, y_test = _holdout(run)
@@ -275,7 +264,7 @@ def _price(tmp_path) -> Predictor:
 
 def test_regression_run_records_metrics_and_notes_skipped_fairness(db, tmp_path):
     price = _price(tmp_path)
-    _labels(price, 120)
+    factories.synthetic_labels(price, 120)
     run = _train(price)
     assert run.status == "succeeded", run.error
     assert run.params["split"] == "random" and run.params["grid_search"]["scoring"] == "neg_root_mean_squared_error"
@@ -346,7 +335,7 @@ def test_label_threshold_trigger_fires_once_and_not_while_a_run_is_active(
 
 def test_label_threshold_check_ignores_a_run_requested_meanwhile(loan, monkeypatch):
     _configure(loan, retrain_after_labels=3)
-    _labels(loan, 3)
+    factories.synthetic_labels(loan, 3)
     # Another process requests a run between the check's look and its request.
     real_count = training._new_labels_count
 
@@ -368,8 +357,8 @@ def test_no_threshold_no_trigger(loan, answered, django_capture_on_commit_callba
 def test_schedule_trigger(loan, tmp_path):
     other = _price(tmp_path)  # no retrain_every_hours: never scheduled
     _configure(loan, retrain_every_hours=24)
-    _labels(loan, 60)
-    _labels(other, 60)
+    factories.synthetic_labels(loan, 60)
+    factories.synthetic_labels(other, 60)
     now = timezone.now()
     assert training_schedule_sweep(now=now)["requested"] == 1
     run = TrainingRun.objects.get()
@@ -379,7 +368,7 @@ def test_schedule_trigger(loan, tmp_path):
     assert training_schedule_sweep(now=now + timedelta(hours=2))["not_due"] == 1
     # Due again, but nothing changed since it succeeded: the same model would come out.
     assert training_schedule_sweep(now=now + timedelta(hours=25))["unchanged"] == 1
-    _labels(loan, 5, seed=9)
+    factories.synthetic_labels(loan, 5, seed=9)
     assert training_schedule_sweep(now=now + timedelta(hours=25))["requested"] == 1
     assert TrainingRun.objects.filter(predictor=loan, trigger="schedule").count() == 2
     assert not TrainingRun.objects.filter(predictor=other).exists()
@@ -420,7 +409,7 @@ def test_reaper_fails_silent_runs_and_long_queued_runs_only(loan, tmp_path, sett
 
 
 def test_an_artifact_written_before_a_crash_never_becomes_a_version(loan, monkeypatch):
-    _labels(loan, 80)
+    factories.synthetic_labels(loan, 80)
 
     def crash(*args, **kwargs):
         raise RuntimeError("the database went away")
@@ -435,7 +424,7 @@ def test_an_artifact_written_before_a_crash_never_becomes_a_version(loan, monkey
 
 
 def test_a_run_reaped_while_it_worked_registers_nothing(loan, monkeypatch):
-    _labels(loan, 80)
+    factories.synthetic_labels(loan, 80)
     real = training._champion_scored
 
     def reaped_meanwhile(predictor, *args):
@@ -467,7 +456,7 @@ def test_training_block_is_checked_when_loaded():
 
 def test_warnings_and_failures_land_in_the_run_log(loan, settings):
     _configure(loan, params={"max_iter": 1})
-    _labels(loan, 80)
+    factories.synthetic_labels(loan, 80)
     run = _train(loan)
     assert run.status == "succeeded", run.error
     assert "ConvergenceWarning" in run.logs  # seen during the fit, kept with the run

@@ -3,21 +3,17 @@ answer (rule stub, else the champion model, as the routing fallback allows) or e
 the human's decision then revises (or answers) it. The sweeper is idempotent."""
 from __future__ import annotations
 
-import random
 import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from gateway.demo import SyntheticPredictor
 from gateway.models import Prediction, Predictor, WebhookDelivery
 from gateway.services import prediction_create, routing_update
 from gateway.sla import sla_enforce
 from models_registry import serving
-from models_registry.models import TrainingRun
 from models_registry.services import model_version_promote
-from models_registry.training import training_run_execute
 from review.models import Label, ReviewTask, TaskKind
 from review.services import review_task_claim_next, review_task_create, review_task_decide
 from tests import factories
@@ -47,16 +43,7 @@ def _decide(reviewer, prediction, output):
 
 def _champion(loan, n_labels: int = 80):
     """Train a small model on synthetic labels and make it the champion."""
-    world = SyntheticPredictor(loan.schema, loan.output_spec)
-    rng = random.Random(3)
-    rows = []
-    for _ in range(n_labels):
-        data = world.input(rng)
-        rows.append(Label(predictor=loan, schema_version=1, input=data, target=world.truth(data), source="import"))
-    Label.objects.bulk_create(rows)
-    run = training_run_execute(run_id=TrainingRun.objects.create(predictor=loan).pk)
-    assert run.status == "succeeded", run.error
-    return model_version_promote(version=run.model_version)
+    return model_version_promote(version=factories.trained_version(loan, seed=3, n_labels=n_labels))
 
 
 @pytest.mark.django_db
