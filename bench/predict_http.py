@@ -30,6 +30,7 @@ human >= 0.7x oz model's req/s. Figures go to stdout and bench/results/predict_h
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -291,18 +292,22 @@ def wrk_script(workdir: Path, name: str, bodies: list[str], headers: dict) -> Pa
     return path
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time so far of the PostgreSQL server the bench stores into (its postmaster and
-    backends): the work each stored prediction costs the database."""
+@functools.cache
+def _postmaster_pid() -> int:
     from django.db import connection
-
-    from bench._common import process_tree_cpu_seconds
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW data_directory")
         data_directory = cursor.fetchone()[0]
-    postmaster = int(Path(data_directory, "postmaster.pid").read_text().split()[0])
-    return process_tree_cpu_seconds(postmaster)
+    return int(Path(data_directory, "postmaster.pid").read_text().split()[0])
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time so far of the PostgreSQL server the bench stores into (its postmaster and
+    backends): the work each stored prediction costs the database."""
+    from bench._common import process_tree_cpu_seconds
+
+    return process_tree_cpu_seconds(_postmaster_pid())
 
 
 def measured_run(server: Server, url: str, script: Path, duration: float, connections: int) -> dict:

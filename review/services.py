@@ -167,8 +167,8 @@ def _claim_recorded_sql(alias: str, claim_sql: str) -> str | None:
     return sql
 
 
-def _prepared(alias: str, name: str, sql: str, params: list) -> str:
-    """`EXECUTE name (...)` for `sql`, preparing it first on a connection that has not."""
+def _claim_execute(alias: str, sql: str, params: list) -> str:
+    """`EXECUTE` of the claim statement `sql`, preparing it first on a connection that has not."""
     connection = connections[alias]
     connection.ensure_connection()
     session = connection.connection
@@ -176,9 +176,9 @@ def _prepared(alias: str, name: str, sql: str, params: list) -> str:
         parts = sql.split("%s")
         body = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
         with connection.cursor() as cursor:
-            cursor.execute(f"PREPARE {name} AS {body}")
+            cursor.execute(f"PREPARE {_CLAIM_PREPARED_NAME} AS {body}")
         _claim_prepared_on.add(session)
-    return f"EXECUTE {name} ({', '.join(['%s'] * len(params))})"
+    return f"EXECUTE {_CLAIM_PREPARED_NAME} ({', '.join(['%s'] * len(params))})"
 
 
 def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
@@ -199,7 +199,7 @@ def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
         params = [*params, TaskStatus.CLAIMED.value, reviewer.pk, now, lease_end]
         if recorded.count("%s") != len(params) or "%%" in recorded:
             raise RuntimeError("the claim statement and its parameters disagree")
-        task = next(iter(ReviewTask.objects.raw(_prepared(alias, _CLAIM_PREPARED_NAME, recorded, params), params)), None)
+        task = next(iter(ReviewTask.objects.raw(_claim_execute(alias, recorded, params), params)), None)
         if task is None:
             return None
         task._history_begun = True  # its creation record, when it needed one, is written
