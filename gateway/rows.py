@@ -7,11 +7,18 @@ compiler), which on /predict cost more CPU than the model itself. `row_insert` d
 compiler and without the pre_save/post_save signals. Use it only for models whose creation
 no signal receiver needs to see: a prediction (django-simple-history skips creations of
 HistoryFromFirstChange models anyway; a test checks no other receiver is connected) and
-history rows (gateway.history: no receiver listens for their saves either)."""
+history rows (gateway.history: no receiver listens for their saves either).
+
+On PostgreSQL (unless DATABASE_PREPARED_STATEMENTS=false) the INSERT is a prepared statement
+with its values bound by the server: Django's default client-side binding quotes every
+value into the SQL text, which on /predict cost more than a tenth of a worker's CPU, and
+the database parses and plans the same INSERT anew each time. While a connection logs its
+queries (DEBUG, assertNumQueries) the INSERT goes through Django's cursor, so it is logged."""
 from __future__ import annotations
 
 import threading
 
+from django.conf import settings
 from django.db import connections, router
 
 _statements: dict[tuple, tuple[str, list]] = {}
@@ -50,9 +57,31 @@ def row_insert(instance) -> None:
     connection = connections[alias]
     sql, fields, returning = _statement(model, connection, with_pk=with_pk)
     params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if returning:
-            instance.pk = cursor.fetchone()[0]
+    if connection.vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS and not connection.queries_logged:
+        row = _server_bound_execute(connection, sql, params, returning)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone() if returning else None
+    if returning:
+        instance.pk = row[0]
     instance._state.adding = False
     instance._state.db = alias
+
+
+def _server_bound_execute(connection, sql: str, params: list, returning: bool):
+    """Execute on the connection's psycopg session with server-side binding, prepared (psycopg
+    keeps the statement per session). What Django's cursor adds is kept: its checks that the
+    transaction is usable and that no async code calls in, and its error classes (a
+    database outage is django.db.OperationalError, answered 503 by the middleware)."""
+    import psycopg
+
+    connection.validate_no_broken_transaction()
+    with connection.wrap_database_errors:
+        connection.ensure_connection()
+        cursor = psycopg.Cursor(connection.connection)
+        try:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchone() if returning else None
+        finally:
+            cursor.close()

@@ -110,32 +110,48 @@ def _redis_client():
     return client_of(write=True) if client_of is not None else None
 
 
-def budget_count(key: str, window: int, *, also_get: str | None = None) -> tuple[int, float, object]:
+# One budget request on Redis: count it, start the window's expiry with its first request,
+# read the seconds left only when the budget is spent (for Retry-After), and read the other
+# key. One command, and atomic: no window can be left without an expiry by a process dying
+# between two commands (one left by anything else gets its expiry back when it is over).
+_BUDGET_LUA = """
+local count = redis.call('INCR', KEYS[1])
+local left = -1
+if count == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+elseif count > tonumber(ARGV[2]) then
+  left = redis.call('TTL', KEYS[1])
+  if left < 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+    left = tonumber(ARGV[1])
+  end
+end
+local other = false
+if ARGV[3] == '1' then other = redis.call('GET', KEYS[2]) end
+return {count, left, other}
+"""
+_budget_scripts: dict[int, object] = {}
+
+
+def budget_count(key: str, window: int, limit: int, *, also_get: str | None = None) -> tuple[int, float, object]:
     """Count one request in the budget `key` (a window of `window` seconds that starts with
     its first request) and return (requests in the window, seconds left in it, the value of
-    the cache key `also_get` or None). On Redis this is one round trip: SET NX EX, INCR,
-    TTL and GET in a pipeline; elsewhere (the local-memory cache) plain cache calls."""
+    the cache key `also_get` or None). The seconds left are exact once the count is over
+    `limit`; below it they are not read (the window is given). On Redis this is one
+    command (a Lua script); elsewhere (the local-memory cache) plain cache calls."""
     redis = _redis_client()
     if redis is None:
         cache.add(key, 0, timeout=window)
         count = cache.incr(key)
         return count, float(window), cache.get(also_get) if also_get else None
+    script = _budget_scripts.get(id(redis))
+    if script is None:
+        script = _budget_scripts[id(redis)] = redis.register_script(_BUDGET_LUA)
     full_key = cache.make_and_validate_key(key)
-    pipe = redis.pipeline(transaction=False)
-    pipe.set(full_key, 0, ex=window, nx=True)
-    pipe.incr(full_key)
-    pipe.ttl(full_key)
-    if also_get:
-        pipe.get(cache.make_and_validate_key(also_get))
-    results = pipe.execute()
-    count, ttl = int(results[1]), results[2]
-    other = None
-    if also_get and results[3] is not None:
-        other = cache._cache._serializer.loads(results[3])
-    if ttl is None or ttl < 0:  # a key left without an expiry (should not happen): give it one
-        redis.expire(full_key, window)
-        ttl = window
-    return count, float(ttl), other
+    other_key = cache.make_and_validate_key(also_get) if also_get else full_key
+    count, left, raw = script(keys=[full_key, other_key], args=[window, limit, "1" if also_get else "0"])
+    other = cache._cache._serializer.loads(raw) if raw is not None else None
+    return int(count), float(left if left >= 0 else window), other
 
 
 @_cache_fail_open
@@ -166,7 +182,7 @@ class ClientRateThrottle(SimpleRateThrottle):
         if rate is not None:
             limit, window = rate
             failures_key, failures_left = _auth_failure_key(client_address(request), window, time.time())
-        count, left, failures = budget_count(self.key, self.duration, also_get=failures_key)
+        count, left, failures = budget_count(self.key, self.duration, self.num_requests, also_get=failures_key)
         if failures_key is not None and (failures or 0) >= limit:
             self.blocked_wait = failures_left
             return False

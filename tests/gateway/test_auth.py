@@ -344,6 +344,24 @@ def test_the_fourth_request_in_a_minute_is_429(loan, client_api, client_key, tin
     assert cache.get(f"throttle_client_client:{client_key[0].pk}") == 5
 
 
+def test_a_budget_window_starts_with_its_first_request_and_always_ends(loan, client_api, client_key, tiny_rates):
+    from django.core.cache import cache as shared
+
+    key = f"throttle_client_client:{client_key[0].pk}"
+    redis = shared._cache.get_client(write=True)
+    full_key = shared.make_and_validate_key(key)
+    assert client_api.get("/predictors").status_code == 200
+    assert 55 <= redis.ttl(full_key) <= 60  # the window is the rate's minute, from the first request
+    # A window left without an expiry (a crash, an operator's SET) must not block the client
+    # for good: once over the budget it gets its expiry back, and Retry-After says so.
+    redis.persist(full_key)
+    shared.set(key, 3, timeout=None)
+    response = client_api.get("/predictors")
+    problem_body(response, 429)
+    assert int(response["Retry-After"]) == 60
+    assert 55 <= redis.ttl(full_key) <= 60
+
+
 def test_each_client_and_person_has_its_own_budget(loan, client_api, other_client_api, operator_api, tiny_rates):
     for _ in range(3):
         client_api.get("/predictors")

@@ -152,7 +152,7 @@ class _RedisRoundTrips:
         command, execute = redis.client.Redis.execute_command, redis.client.Pipeline.execute
 
         def spy_command(client, *args, **kwargs):
-            self.calls.append(str(args[0]))
+            self.calls.append(" ".join(str(a) for a in args))
             return command(client, *args, **kwargs)
 
         def spy_pipeline(pipe, *args, **kwargs):
@@ -173,6 +173,9 @@ def test_a_successful_request_costs_one_cache_round_trip(loan, client_api, monke
     assert _predict(client_api).status_code == 202
     with_limit = list(spy.calls)
     # The client's budget, and with the failure limit on, the address's failure count too:
-    # one pipeline either way, and nothing counted for a credential that worked.
+    # one command either way (the budget script), and nothing counted for a credential that
+    # worked. The script reads the failure count only when asked to (its last argument).
     assert len(without_limit) == len(with_limit) == 1, (without_limit, with_limit)
-    assert with_limit[0].startswith("pipeline:") and with_limit[0].count("GET") == 1 and "GET" not in without_limit[0]
+    assert with_limit[0].startswith("EVALSHA") and without_limit[0].startswith("EVALSHA")
+    assert "throttle_auth_failures_" in with_limit[0] and with_limit[0].endswith(" 1")
+    assert "throttle_auth_failures_" not in without_limit[0] and without_limit[0].endswith(" 0")
