@@ -5,6 +5,7 @@ leak reveals no link, and nobody can forge one without the secret."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 
@@ -16,7 +17,14 @@ def _key() -> bytes:
 
 
 def appeal_token(prediction_id) -> str:
-    mac = hmac.new(_key(), f"oz-appeal:{prediction_id}".encode(), hashlib.sha256).digest()
+    return _token(_key(), str(prediction_id))
+
+
+# /predict derives a new prediction's link twice (its hash is stored, the link is answered):
+# the last few are kept, keyed by the secret too, so a new secret derives new links.
+@functools.lru_cache(maxsize=256)
+def _token(key: bytes, prediction_id: str) -> str:
+    mac = hmac.new(key, f"oz-appeal:{prediction_id}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 

@@ -71,6 +71,13 @@ def _is_integer(value) -> bool:
 def value_error(spec: dict, value) -> str | None:
     """Why `value` is not a valid non-null value of a field with this spec, or None."""
     kind = spec["type"]
+    if kind == "number" and type(value) is float and -NUMBER_LIMIT <= value <= NUMBER_LIMIT:
+        # The common case, decided here: a float in range (NaN and the infinities are not).
+        if "minimum" in spec and value < spec["minimum"]:
+            return f"must be at least {spec['minimum']}"
+        if "maximum" in spec and value > spec["maximum"]:
+            return f"must be at most {spec['maximum']}"
+        return None
     if kind == "number":
         if not _is_number(value):
             return "must be a finite number"

@@ -27,13 +27,15 @@ Explanations are computed from the version's skops pipeline (sha256-checked, all
 models_registry.artifacts) loaded once per process and kept, like models_registry.serving
 keeps what it serves. Nothing here runs on /predict unless the client asked (`explain:
 true`); the sampled explanations (OZ_EXPLAIN_SAMPLE_PERCENT of model answers, chosen by
-prediction id) and those shown to reviewers beside a low-confidence suggestion are computed
-by Celery tasks sent once the request's transaction commits.
+prediction id, at most OZ_EXPLAIN_SAMPLES_PER_MINUTE per web process) and those shown to
+reviewers beside a low-confidence suggestion are computed by Celery tasks sent once the request's transaction commits.
 
 `explanation_averages` and `explanation_daily` aggregate the stored samples in SQL."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,6 +292,35 @@ def explanation_sampled(prediction_id) -> bool:
     return in_share(settings.OZ_EXPLAIN_SAMPLE_PERCENT, "explain", str(prediction_id))
 
 
+class SampleBudget:
+    """A token bucket: at most `per_minute` takes in any minute, refilled evenly (a burst of
+    up to `per_minute` after a quiet spell). Thread-safe; one per process."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens: float | None = None
+        self._at = 0.0
+
+    def take(self, per_minute: int) -> bool:
+        if per_minute <= 0:
+            return True  # no cap
+        with self._lock:
+            now = self._clock()
+            if self._tokens is None:
+                self._tokens = float(per_minute)
+            else:
+                self._tokens = min(float(per_minute), self._tokens + (now - self._at) * per_minute / 60.0)
+            self._at = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+
+_sample_budget = SampleBudget()
+
+
 def explanations_follow_up(*, prediction, version: ModelVersion | None, explanation: Explanation | None, task=None) -> None:
     """Called by prediction_create inside its transaction. A model answer explained for the
     client keeps a sample at once (it is computed already); one in the sampled share gets a
@@ -303,7 +334,7 @@ def explanations_follow_up(*, prediction, version: ModelVersion | None, explanat
     if prediction.source == AnswerSource.MODEL and prediction.output is not None:
         if explanation is not None:
             explanation_sample_store(prediction=prediction, explanation=explanation)
-        elif explanation_sampled(prediction.id):
+        elif explanation_sampled(prediction.id) and _sample_budget.take(settings.OZ_EXPLAIN_SAMPLES_PER_MINUTE):
             from gateway.tasks import explanation_sample
 
             task_send_on_commit(explanation_sample, str(prediction.id), version.pk)

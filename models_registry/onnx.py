@@ -110,12 +110,21 @@ class OnnxModel:
     def run_one(self, clean_input: dict) -> np.ndarray:
         """Probabilities (classes order) or the value, for one input."""
         feed = {}
+        floats, float_names = [], []
         for name, field, is_float, kind in self.kinds:
             value = field_value(kind, clean_input.get(field))
-            if is_float and isinstance(value, float) and abs(value) > FLOAT32_MAX:
-                # inf inside the graph, NaN out of it: not an answer this model can give.
-                raise OverflowError(f"{field} is beyond the model's float32 range")
-            feed[name] = np.array([[value]], dtype=np.float32 if is_float else object)
+            if is_float:
+                if abs(value) > FLOAT32_MAX:  # NaN (a missing value) compares False and passes
+                    # inf inside the graph, NaN out of it: not an answer this model can give.
+                    raise OverflowError(f"{field} is beyond the model's float32 range")
+                floats.append(value)
+                float_names.append(name)
+            else:
+                feed[name] = np.array([[value]], dtype=object)
+        # One array for all numeric inputs; each input is a [1, 1] view of it.
+        column = np.array(floats, dtype=np.float32).reshape(-1, 1, 1)
+        for j, name in enumerate(float_names):
+            feed[name] = column[j]
         return self.session.run([self.output], feed)[0][0]
 
     def run_rows(self, X: np.ndarray) -> np.ndarray:

@@ -13,6 +13,14 @@ def _media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_explanation_budget(monkeypatch):
+    # The per-process cap on sampled explanations: each test starts with a full minute's worth.
+    from models_registry import explain
+
+    monkeypatch.setattr(explain, "_sample_budget", explain.SampleBudget())
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     # Throttle counters live in the shared (Redis) cache; start each test from zero.
     from django.core.cache import cache

@@ -266,6 +266,9 @@ OZ_FAIRNESS_MIN_GROUP_SIZE = env.int("OZ_FAIRNESS_MIN_GROUP_SIZE", default=10)
 # and kept as an ExplanationSample, chosen by prediction id; answers a client asked to have
 # explained are always kept as well (models_registry.explain).
 OZ_EXPLAIN_SAMPLE_PERCENT = env.float("OZ_EXPLAIN_SAMPLE_PERCENT", default=10)
+# ...and at most this many per minute per web process (0: no cap), so the explaining work
+# (each costs far more than the answer) stays bounded however much traffic the share is of.
+OZ_EXPLAIN_SAMPLES_PER_MINUTE = env.int("OZ_EXPLAIN_SAMPLES_PER_MINUTE", default=60)
 OZ_ARTIFACT_PREFIX = "models"
 OZ_PUBLIC_BASE_URL = env("OZ_PUBLIC_BASE_URL", default="")
 # Secret for deriving appeal links (defaults to SECRET_KEY; set it to rotate them apart).

@@ -281,6 +281,29 @@ def test_explain_false_or_absent_stores_null_and_loads_no_explainer(loan, client
 
 
 @pytest.mark.django_db
+def test_sampled_explanations_are_capped_per_minute(loan, client_api, no_explaining, settings, monkeypatch):
+    version = _champion(loan, "logistic_regression")
+    _model_mode(loan)
+    now = [1000.0]
+    monkeypatch.setattr(explain, "_sample_budget", explain.SampleBudget(clock=lambda: now[0]))
+    settings.OZ_EXPLAIN_SAMPLE_PERCENT, settings.OZ_EXPLAIN_SAMPLES_PER_MINUTE = 100, 3
+    ids = [post_json(client_api, PREDICT, {"input": factories.loan_input()}).json()["id"] for _ in range(5)]
+    # However much traffic the share is of, at most 3 explanations a minute are asked for...
+    assert no_explaining["sent"] == [("gateway.tasks.explanation_sample", (i, version.pk)) for i in ids[:3]]
+    # ...and the budget comes back with time: one more 20 s later, three after a quiet minute.
+    now[0] += 20
+    later = [post_json(client_api, PREDICT, {"input": factories.loan_input()}).json()["id"] for _ in range(2)]
+    assert [args[0] for _, args in no_explaining["sent"][3:]] == later[:1]
+    now[0] += 600
+    quiet = [post_json(client_api, PREDICT, {"input": factories.loan_input()}).json()["id"] for _ in range(4)]
+    assert [args[0] for _, args in no_explaining["sent"][4:]] == quiet[:3]
+    # 0: no cap.
+    settings.OZ_EXPLAIN_SAMPLES_PER_MINUTE = 0
+    post_json(client_api, PREDICT, {"input": factories.loan_input()})
+    assert len(no_explaining["sent"]) == 8
+
+
+@pytest.mark.django_db
 def test_explain_on_a_human_or_rule_answer_is_null(loan, client_api, no_explaining):
     _champion(loan, "logistic_regression")
     # Human mode (the champion exists but does not answer): 202, nothing to explain.
