@@ -28,7 +28,8 @@ models_registry.artifacts) loaded once per process and kept, like models_registr
 keeps what it serves. Nothing here runs on /predict unless the client asked (`explain:
 true`); the sampled explanations (OZ_EXPLAIN_SAMPLE_PERCENT of model answers, chosen by
 prediction id, at most OZ_EXPLAIN_SAMPLES_PER_MINUTE per web process) and those shown to
-reviewers beside a low-confidence suggestion are computed by Celery tasks sent once the request's transaction commits.
+reviewers beside a low-confidence suggestion are computed by Celery tasks sent once the
+request's transaction commits.
 
 `explanation_averages` and `explanation_daily` aggregate the stored samples in SQL."""
 from __future__ import annotations
