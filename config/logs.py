@@ -14,9 +14,11 @@
 """
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
+import orjson
 import structlog
 from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars, reset_contextvars
 
@@ -37,10 +39,17 @@ def _shared_processors() -> list:
     ]
 
 
+def _json_dumps(event: dict, default=None, **_) -> str:
+    """One JSON line, by orjson (several times faster than the standard library on the
+    `prediction` event, which holds a request's whole input). Keys that are not strings are
+    written as strings; what orjson cannot write goes through structlog's `default`."""
+    return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
 def logging_config(*, json: bool, level: str = "INFO") -> dict:
     """settings.LOGGING: JSON lines (`json`) or readable console lines, both with the
     context bound in structlog.contextvars."""
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = structlog.processors.JSONRenderer(_json_dumps) if json else structlog.dev.ConsoleRenderer(colors=False)
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -65,7 +74,12 @@ def logging_config(*, json: bool, level: str = "INFO") -> dict:
 
 def structlog_configure() -> None:
     """structlog hands its events to the standard library, whose handlers (LOGGING) render
-    them; so there is one output, one format and one level setting for both."""
+    them; so there is one output, one format and one level setting for both.
+
+    No line names the source file and line that logged it, so the standard library is told
+    not to look them up for each record (`logging._srcfile = None`, its documented switch:
+    Logging HOWTO, "Optimization")."""
+    logging._srcfile = None
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

@@ -55,10 +55,30 @@ def _redact_value(value):
     return value
 
 
+def _strings(value, out: list) -> list:
+    """Every string inside `value` (dicts, lists and tuples walked), appended to `out`."""
+    if type(value) is str:
+        out.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            if type(item) not in _PLAIN:
+                _strings(item, out)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            if type(item) not in _PLAIN:
+                _strings(item, out)
+    elif isinstance(value, str):
+        out.append(value)
+    return out
+
+
 class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, dict):  # a structlog event on its way to ProcessorFormatter
-            record.msg = _redact_value(record.msg)
+            # Most events hold nothing to mask: one search over all their strings says so,
+            # and only an event that may hold a secret is copied with its strings masked.
+            if _QUICK.search("\n".join(_strings(record.msg, []))):
+                record.msg = _redact_value(record.msg)
             return True
         try:
             message = record.getMessage()

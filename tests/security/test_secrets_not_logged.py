@@ -151,7 +151,8 @@ def test_no_secret_reaches_any_log_line(loan, make_api, client, every_log_line, 
 
     captured = every_log_line()
     # The capture does see the flow: the prediction events, the webhook, the refusals.
-    assert '"event": "prediction"' in captured and "webhook attempt" in captured
+    events = [json.loads(line).get("event") for line in captured.splitlines() if line.startswith("{")]
+    assert "prediction" in events and "webhook attempt" in captured
     assert "Unauthorized" in captured and "Conflict" in captured and "AXES" in captured
     secrets = {
         "API key": key,
@@ -255,3 +256,26 @@ def test_the_gunicorn_access_log_masks_appeal_tokens_and_credentials(access_log_
     assert token not in line and "s" * 43 not in line
     if access_log_format:
         assert "Bearer [redacted]" in line
+
+
+# --- structured events ------------------------------------------------------------------------
+
+def test_a_secret_anywhere_in_a_structured_event_is_masked_and_a_clean_event_is_left_alone():
+    from config.redaction import RedactSecrets
+
+    key = "oz_0123456789ab_" + "k" * 40
+    token = appeal_token("0b8e2c1e-1d2f-4c3b-9a8e-7f6d5c4b3a21")
+    event = {
+        "event": "webhook attempt", "attempt": 2, "ok": False,
+        "nested": {"url": f"https://oz.example.com/appeal/{token}", "scores": [0.1, 0.9], "headers": [("Authorization", f"Bearer {key}")]},
+    }
+    record = logging.LogRecord("oz", logging.INFO, __file__, 1, event, (), None)
+    assert RedactSecrets().filter(record)
+    text = json.dumps(record.msg)
+    assert token not in text and key not in text and "k" * 40 not in text
+    assert record.msg["nested"]["url"].endswith("/appeal/[redacted]") and record.msg["nested"]["scores"] == [0.1, 0.9]
+    assert record.msg["nested"]["headers"][0][1] == "Bearer [redacted]"
+
+    clean = {"event": "prediction", "input": {f"x{i}": i * 0.5 for i in range(30)}, "route": {"mode": "model"}, "client": "acme"}
+    record = logging.LogRecord("oz", logging.INFO, __file__, 1, clean, (), None)
+    assert RedactSecrets().filter(record) and record.msg is clean
