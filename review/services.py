@@ -84,7 +84,9 @@ _CLAIM_REVIEWER_STANDIN = -1_234_567_891
 _claim_statements: dict[str, tuple[str, tuple]] = {}
 
 
-def _claim_statement(*, now, reviewer_id: int) -> tuple[str, list]:
+def _claim_statement(*, now, reviewer_id: int) -> tuple[str, list, tuple[bool, ...]]:
+    """The claim query's SQL, its parameters, and which of them vary from claim to claim
+    (the time and the reviewer; the rest, such as the claimable statuses, are constants)."""
     alias = router.db_for_write(ReviewTask)
     connection = connections[alias]
     # The time as the database receives it (PostgreSQL: a datetime; SQLite: a string).
@@ -107,23 +109,31 @@ def _claim_statement(*, now, reviewer_id: int) -> tuple[str, list]:
         compiled = _claim_statements[alias] = (sql, tuple(standins))
     sql, standins = compiled
     now_standin = as_param(_CLAIM_NOW_STANDIN)
-    params = []
+    params, variable = [], []
     for value in standins:
+        varies = True
         if type(value) is int and value == _CLAIM_REVIEWER_STANDIN:
             value = reviewer_id
         elif type(value) is type(now_standin) and value == now_standin:
             value = as_param(now)
+        else:
+            varies = False
         params.append(value)
-    return sql, params
+        variable.append(varies)
+    return sql, params, tuple(variable)
 
 
 # On PostgreSQL, claim-next is one statement, prepared once per connection: the claim, the
 # lease, and the task's history rows (its creation record when this is its first change,
 # then the claim, by the reviewer), which otherwise took six round trips (BEGIN, the claim,
-# the creation record, the UPDATE, the change record, COMMIT) and about 2 ms of ORM work;
-# and planning the claim query alone (three anti-joins, a partial index) took about 1 ms of
-# the database's CPU. A prepared statement lives as long as its connection and survives a
-# rolled-back transaction; a new connection prepares its own. With
+# the creation record, the UPDATE, the change record, COMMIT) and about 2 ms of ORM work.
+# Its constants (the claimable statuses, the appeal kind) are written into the prepared
+# text and only the time and the reviewer are parameters, so the plan PostgreSQL keeps for
+# it can use the partial index of claimable tasks: with the statuses as parameters the only
+# reusable plan was a scan and sort of the whole table, so every claim was planned afresh
+# (three anti-joins: about 1 ms of the database's CPU, several when its caches are cold).
+# A prepared statement lives as long as its connection and survives a rolled-back
+# transaction; a new connection prepares its own. With
 # OZ_DB_PREPARED_STATEMENTS=false (PgBouncer in transaction pooling mode hands a connection's
 # next transaction to another server session) and on other databases, claim-next takes the
 # portable path below it, through the ORM and simple-history, with the same outcome.
@@ -167,18 +177,29 @@ def _claim_recorded_sql(alias: str, claim_sql: str) -> str | None:
     return sql
 
 
-def _claim_execute(alias: str, sql: str, params: list) -> str:
-    """`EXECUTE` of the claim statement `sql`, preparing it first on a connection that has not."""
+def _claim_execute(alias: str, sql: str, params: list, variable: tuple[bool, ...]) -> str:
+    """`EXECUTE` of the claim statement `sql`, preparing it first on a connection that has
+    not: the parameters that vary become $1, $2, …; the others are written in as literals.
+    The EXECUTE takes the varying parameters, in order."""
     connection = connections[alias]
     connection.ensure_connection()
     session = connection.connection
     if session not in _claim_prepared_on:
+        from psycopg import sql as pgsql
+
         parts = sql.split("%s")
-        body = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+        body, number = [parts[0]], 0
+        for part, value, varies in zip(parts[1:], params, variable, strict=True):
+            if varies:
+                number += 1
+                body.append(f"${number}")
+            else:
+                body.append(pgsql.Literal(value).as_string(session))
+            body.append(part)
         with connection.cursor() as cursor:
-            cursor.execute(f"PREPARE {_CLAIM_PREPARED_NAME} AS {body}")
+            cursor.execute(f"PREPARE {_CLAIM_PREPARED_NAME} AS {''.join(body)}")
         _claim_prepared_on.add(session)
-    return f"EXECUTE {_CLAIM_PREPARED_NAME} ({', '.join(['%s'] * len(params))})"
+    return f"EXECUTE {_CLAIM_PREPARED_NAME} ({', '.join(['%s'] * sum(variable))})"
 
 
 def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
@@ -190,16 +211,18 @@ def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
     their own decision). None when nothing is left for them."""
     now = now or timezone.now()
     alias = router.db_for_write(ReviewTask)
-    claim_sql, params = _claim_statement(now=now, reviewer_id=reviewer.pk)
+    claim_sql, params, variable = _claim_statement(now=now, reviewer_id=reviewer.pk)
     lease_end = _lease_end(now)
     recorded = None
     if connections[alias].vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS:
         recorded = _claim_recorded_sql(alias, claim_sql)
     if recorded is not None:
         params = [*params, TaskStatus.CLAIMED.value, reviewer.pk, now, lease_end]
+        variable = (*variable, True, True, True, True)
         if recorded.count("%s") != len(params) or "%%" in recorded:
             raise RuntimeError("the claim statement and its parameters disagree")
-        task = next(iter(ReviewTask.objects.raw(_claim_execute(alias, recorded, params), params)), None)
+        execute = _claim_execute(alias, recorded, params, variable)
+        task = next(iter(ReviewTask.objects.raw(execute, [p for p, v in zip(params, variable, strict=True) if v])), None)
         if task is None:
             return None
         task._history_begun = True  # its creation record, when it needed one, is written

@@ -202,6 +202,23 @@ def test_claim_next_is_planned_once_per_connection_and_again_after_a_reconnect(l
 
 
 @pytest.mark.django_db
+def test_claim_next_reuses_one_plan_instead_of_planning_every_claim(loan, reviewer):
+    # PostgreSQL plans a prepared statement's first five runs for their values, then keeps a
+    # generic plan when it is no worse. The claimable statuses are written into the statement
+    # so that plan can use the partial index of claimable tasks; were they parameters, the
+    # generic plan would scan the whole table and every claim would be planned anew.
+    user, _ = reviewer
+    tasks = [_pending(loan).review_tasks.get() for _ in range(8)]
+    claimed = [review_task_claim_next(reviewer=user) for _ in range(8)]
+    assert [t.pk for t in claimed] == [t.pk for t in tasks]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans, statement FROM pg_prepared_statements WHERE name = 'oz_claim_next'")
+        generic, custom, statement = cursor.fetchone()
+    assert generic >= 3 and custom <= 5, (generic, custom)
+    assert "'open'" in statement and "'claimed'" in statement and "$1" in statement
+
+
+@pytest.mark.django_db
 def test_claim_next_without_prepared_statements_gives_the_same_order(loan, reviewer, settings):
     settings.OZ_DB_PREPARED_STATEMENTS = False  # behind PgBouncer's transaction pooling
     user, _ = reviewer
