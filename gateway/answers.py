@@ -31,10 +31,12 @@ def prediction_answer(
     pending -> answered. A human answer on an already answered prediction makes it
     `revised` (the earlier answer stays in history); the client gets `prediction.answered`
     or `prediction.revised` by webhook when it gave a callback_url."""
-    with transaction.atomic():
-        was_pending = prediction.status in (PredictionStatus.PENDING, PredictionStatus.EXPIRED)
-        if not was_pending and source != AnswerSource.HUMAN:
-            raise AnswerConflict("only a human may revise an answered prediction")
+    was_pending = prediction.status in (PredictionStatus.PENDING, PredictionStatus.EXPIRED)
+    if not was_pending and source != AnswerSource.HUMAN:
+        raise AnswerConflict("only a human may revise an answered prediction")
+    # Inside a caller's transaction (a reviewer's decision) no savepoint of its own: any
+    # error here fails that transaction as a whole, which is what the caller wants.
+    with transaction.atomic(savepoint=False):
         prediction.output = output
         prediction.source = source
         prediction.confidence = confidence

@@ -248,6 +248,8 @@ def _locked_task_held_by(task_id: int, reviewer, now) -> ReviewTask:
         raise TaskConflict("you do not hold this task; claim it first")
     if task.lease_expires_at is None or task.lease_expires_at < now:
         raise TaskConflict("your lease on this task expired; it may have gone to another reviewer")
+    # Claimed, so its history is begun: the claim recorded the task (gateway.history).
+    task._history_begun = True
     return task
 
 
@@ -287,7 +289,9 @@ def review_task_decide(*, task_id: int, reviewer, output, note: str = "", now=No
         decision._history_user = reviewer
         decision.save()
 
-        outputs = list(task.decisions.order_by("id").values_list("output", flat=True))
+        # One review: this is the task's only decision (a decided task is never claimed
+        # again). Consensus reads every decision so far, this one included.
+        outputs = [output] if task.reviews_required <= 1 else list(task.decisions.order_by("id").values_list("output", flat=True))
         if len(outputs) < task.reviews_required:
             _back_to_queue(task, reviewer)
             return decision
@@ -323,8 +327,11 @@ def _task_settle(*, task: ReviewTask, output, reviewer, note: str) -> None:
     # predictor row as well, which serialised every decision on the predictor and, as FOR
     # UPDATE conflicts with the KEY SHARE lock a foreign key check takes, held up every
     # insert naming it (predictions, tasks, labels) until the decision committed.
+    # With whether its history is begun: deciding is often a prediction's first change.
     prediction = (
-        Prediction.objects.select_for_update(of=("self",)).select_related("predictor").get(pk=task.prediction_id)
+        Prediction.objects.select_for_update(of=("self",)).select_related("predictor")
+        .annotate(**{HISTORY_RECORDED: Exists(Prediction.history.model.objects.filter(id=OuterRef("pk")))})
+        .get(pk=task.prediction_id)
     )
     if task.kind == TaskKind.APPEAL:
         from .appeals import appeal_resolve
