@@ -16,10 +16,17 @@ the database parses and plans the same INSERT anew each time. While a connection
 queries (DEBUG, assertNumQueries) the INSERT goes through Django's cursor, so it is logged."""
 from __future__ import annotations
 
+import json
 import threading
 
+import orjson
 from django.conf import settings
 from django.db import connections, router
+
+try:
+    from psycopg.types.json import Jsonb
+except ImportError:  # no PostgreSQL driver: only the portable path is used
+    Jsonb = None
 
 _statements: dict[tuple, tuple[str, list]] = {}
 _lock = threading.Lock()
@@ -58,6 +65,9 @@ def row_insert(instance) -> None:
     sql, fields, returning = _statement(model, connection, with_pk=with_pk)
     params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
     if connection.vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS and not connection.queries_logged:
+        for param in params:
+            if type(param) is Jsonb and param.dumps is json.dumps:  # a JSONField without an encoder of its own
+                param.dumps = _json_dumps
         row = _server_bound_execute(connection, sql, params, returning)
     else:
         with connection.cursor() as cursor:
@@ -67,6 +77,15 @@ def row_insert(instance) -> None:
         instance.pk = row[0]
     instance._state.adding = False
     instance._state.db = alias
+
+
+def _json_dumps(value) -> bytes | str:
+    """A JSON column's value as the database receives it: by orjson (a prediction's input is
+    its largest value), or by json.dumps for what orjson refuses (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value)
 
 
 def _server_bound_execute(connection, sql: str, params: list, returning: bool):

@@ -162,7 +162,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["gateway.parsers.JSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's JSON and negotiation, made cheaper (gateway/renderers.py): /predict answers by the thousand.
+    "DEFAULT_RENDERER_CLASSES": ["gateway.renderers.OrjsonRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "gateway.renderers.JsonFirstNegotiation",
     "EXCEPTION_HANDLER": "gateway.errors.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "gateway.schema_extensions.OzAutoSchema",  # problem+json errors documented
     "DEFAULT_THROTTLE_CLASSES": ["gateway.throttling.ClientRateThrottle"],
