@@ -5,11 +5,17 @@ Served by gunicorn with the same workers and threads as Oz (bench/predict_http.p
 BENCH_MODEL_KIND=sklearn: the joblib'd scikit-learn pipeline (what MLflow and MLServer are
 given), body {"inputs": [[x1, …, xn]]}.
 BENCH_MODEL_KIND=onnx: the ONNX graph Oz serves (one [1, 1] float input per field), body
-{"input": {"field": value, …}} — Oz's own request shape, so the floor parses the same JSON."""
+{"input": {"field": value, …}} — Oz's own request shape, so the floor parses the same JSON.
+BENCH_MODEL_KIND=onnx-store: the same, and each answer stored as Oz stores it — one row
+(id, input, scores, time) INSERTed with psycopg on DATABASE_URL's PostgreSQL, autocommit,
+a prepared statement with server-side binding, one connection per thread: the floor for
+any server that persists every prediction."""
 from __future__ import annotations
 
 import json
 import os
+import threading
+import uuid
 
 import numpy as np
 
@@ -40,12 +46,43 @@ else:
         return SESSION.run([PROBABILITIES], feed)[0][0].tolist()
 
 
+_STORE = KIND == "onnx-store"
+_local = threading.local()
+_INSERT = "INSERT INTO bench_floor_prediction (id, input, scores) VALUES (%s, %s, %s)"
+
+
+def _connection():
+    import psycopg
+
+    connection = getattr(_local, "connection", None)
+    if connection is None:
+        connection = _local.connection = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+    return connection
+
+
+def _store(body: dict, scores: list[float]) -> None:
+    from psycopg.types.json import Jsonb
+
+    _connection().execute(_INSERT, (uuid.uuid4(), Jsonb(body["input"]), Jsonb(scores)), prepare=True)
+
+
+if _STORE:
+    import psycopg
+
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS bench_floor_prediction "
+                      "(id uuid PRIMARY KEY, input jsonb NOT NULL, scores jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
+
+
 def application(environ, start_response):
     if environ["REQUEST_METHOD"] != "POST":  # readiness probe
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = json.loads(environ["wsgi.input"].read(length))
-    out = json.dumps({"scores": _scores(body)}).encode()
+    scores = _scores(body)
+    if _STORE:
+        _store(body, scores)
+    out = json.dumps({"scores": scores}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
     return [out]

@@ -12,6 +12,8 @@ own labels) is served by:
   oz rule       the same request to a rule-mode predictor
   floor sklearn a bare WSGI app calling the same scikit-learn pipeline (bench/minimal_wsgi.py)
   floor onnx    a bare WSGI app calling the same ONNX graph Oz serves
+  floor onnx-store  the same, storing each answer as one row with a psycopg INSERT: the floor
+                for any server that persists every prediction
   mlflow        `mlflow models serve` (FastAPI/uvicorn) on the same pipeline, predict_proba
   mlserver      MLServer (Seldon's V2 server) with mlserver-sklearn, predict_proba
 
@@ -26,10 +28,12 @@ PostgreSQL server's, from /proc, over all rounds): on a shared machine req/s mov
 whatever else runs, CPU per request much less, so the comparison is also given by it.
 
 Goals (issue 6): oz model >= 0.5x the floor's req/s with p99 under 2x its p99; oz human >=
-0.7x oz model's req/s. Both floors are reported: `floor sklearn` serves the same trained
+0.7x oz model's req/s. Every floor is reported: `floor sklearn` serves the same trained
 scikit-learn model the peers serve (the reading of the goal this project measures itself
-by); `floor onnx`, the stricter, does nothing but the ONNX call, which Oz's whole request
-(auth, throttle, validation, routing, a stored row, a log line) cannot approach. Figures go to stdout and bench/results/predict_http.json (predict_http-quick.json for --quick)."""
+by); `floor onnx`, the stricter, does nothing but the ONNX call; `floor onnx-store` adds
+the one INSERT that persisting a prediction takes, and shows how far below `floor onnx`
+any server that stores every answer must stay. Figures go to stdout and
+bench/results/predict_http.json (predict_http-quick.json for --quick)."""
 from __future__ import annotations
 
 import argparse
@@ -387,7 +391,8 @@ def main() -> None:
             for mode in ("model", "human", "rule"):
                 targets.append((f"oz {mode}", f"http://127.0.0.1:{port}/predict/bench-{mode}",
                                 wrk_script(workdir, f"oz-{mode}", oz_bodies, auth)))
-            for kind, path, bodies in (("sklearn", "model.joblib", array_bodies), ("onnx", "model.onnx", oz_bodies)):
+            for kind, path, bodies in (("sklearn", "model.joblib", array_bodies), ("onnx", "model.onnx", oz_bodies),
+                                       ("onnx-store", "model.onnx", oz_bodies)):
                 port = free_port()
                 env = dict(os.environ, BENCH_MODEL_KIND=kind, BENCH_MODEL_PATH=str(workdir / path), PYTHONPATH=str(ROOT))
                 servers[f"floor {kind}"] = Server(f"floor-{kind}", gunicorn_argv("bench.minimal_wsgi:application", port, args.workers),
@@ -436,7 +441,13 @@ def _stored_predictions() -> dict:
 
     from gateway.models import Prediction
 
-    return {row["predictor__slug"]: row["n"] for row in Prediction.objects.values("predictor__slug").annotate(n=Count("id"))}
+    stored = {row["predictor__slug"]: row["n"] for row in Prediction.objects.values("predictor__slug").annotate(n=Count("id"))}
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # the storing floor's own table (bench/minimal_wsgi.py)
+        cursor.execute("SELECT count(*) FROM bench_floor_prediction")
+        stored["floor onnx-store"] = cursor.fetchone()[0]
+    return stored
 
 
 def _median_run(figures: list[dict]) -> dict:

@@ -126,10 +126,12 @@ def test_the_http_bench_serves_every_route_and_the_floors_over_http(bench_postgr
     env = {**bench_postgres, "REDIS_URL": re.sub(r"/\d*$", "/1", os.environ.get("REDIS_URL", ""))}
     out, figures = _pg_bench(env, "bench/predict_http.py", "--quick")
     rows = figures["rows"]
-    assert set(rows) == {"oz model", "oz human", "oz rule", "floor sklearn", "floor onnx"}
+    assert set(rows) == {"oz model", "oz human", "oz rule", "floor sklearn", "floor onnx", "floor onnx-store"}
     for name, row in rows.items():
         assert row["requests"] > 0 and row["non_2xx"] == 0 and row["socket_errors"] == 0, (name, row)
     # Every request Oz answered is a stored prediction.
     stored = figures["predictions_stored"]
     assert stored["bench-model"] >= rows["oz model"]["requests"] and stored["bench-human"] >= rows["oz human"]["requests"]
+    # ...and so is every answer of the storing floor (its own table, in the bench's database).
+    assert stored["floor onnx-store"] >= rows["floor onnx-store"]["requests"]
     assert "goal oz model req/s >= 0.5x floor onnx" in out
