@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import threading
 import time
@@ -422,14 +423,29 @@ def metrics_registry() -> CollectorRegistry:
 
 # --- the endpoint -----------------------------------------------------------------------------
 
+def _too_many_failures(wait: float) -> HttpResponse:
+    from .errors import _problem_json
+
+    response = _problem_json(429, "Too many failed authentication attempts from this address; try again later.")
+    response["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
 def _access_refused(request) -> HttpResponse | None:
     from .errors import _problem_json
+    from .throttling import auth_failure_record, auth_failures_wait
 
     token = settings.OZ_METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer "):
+        # A wrong token counts against the address like a wrong API key, and an address
+        # over that limit is refused whatever it presents (gateway.throttling).
+        if (wait := auth_failures_wait(request)) is not None:
+            return _too_many_failures(wait)
         if hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode()):
             return None
+        if (wait := auth_failure_record(request)) is not None:
+            return _too_many_failures(wait)
         response = _problem_json(401, "The metrics token is wrong.")
     else:
         user = getattr(request, "user", None)

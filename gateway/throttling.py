@@ -61,6 +61,24 @@ def auth_failure_record(request) -> float | None:
     return left if count > limit else None
 
 
+def auth_failures_wait(request) -> float | None:
+    """The seconds left in the block when this request's address is over the failed
+    authentication limit, else None. For the credentials no DRF throttle sees (the metrics
+    token); ClientRateThrottle reads the same count for API keys and user tokens. A cache
+    outage blocks nobody."""
+    rate = _auth_failure_rate()
+    if rate is None:
+        return None
+    limit, window = rate
+    key, left = _auth_failure_key(client_address(request), window, time.time())
+    try:
+        count = cache.get(key) or 0
+    except Exception:
+        logger.warning("could not read the failed-authentication count (cache unreachable)", exc_info=True)
+        return None
+    return left if count >= limit else None
+
+
 # --- the cache is down ---------------------------------------------------------------------------
 # A throttle protects the service; it must not become the outage. When the shared cache
 # (Redis) cannot be reached, the budget throttles let the request through (fail open), log

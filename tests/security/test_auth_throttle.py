@@ -179,3 +179,18 @@ def test_a_successful_request_costs_one_cache_round_trip(loan, client_api, monke
     assert with_limit[0].startswith("EVALSHA") and without_limit[0].startswith("EVALSHA")
     assert "throttle_auth_failures_" in with_limit[0] and with_limit[0].endswith(" 1")
     assert "throttle_auth_failures_" not in without_limit[0] and without_limit[0].endswith(" 0")
+
+
+def test_wrong_metrics_tokens_count_like_wrong_keys(loan, make_api, anon_api, settings, three_per_minute):
+    settings.OZ_METRICS_TOKEN = "metrics-" + "t" * 40
+    wrong = make_api("Bearer metrics-wrong-token-xxxxxxxxxxxx")
+    for _ in range(3):
+        problem_body(wrong.get("/metrics"), 401)
+    refused = wrong.get("/metrics")
+    problem_body(refused, 429)
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    # Over the limit, the address is refused whatever it presents: the right token, or an API key...
+    assert make_api(f"Bearer {settings.OZ_METRICS_TOKEN}").get("/metrics").status_code == 429
+    assert make_api(WRONG_KEY).get("/predictors").status_code == 429
+    # ...while another address still reads the metrics with the token.
+    assert make_api(f"Bearer {settings.OZ_METRICS_TOKEN}").get("/metrics", REMOTE_ADDR="203.0.113.50").status_code == 200
