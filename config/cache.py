@@ -35,3 +35,12 @@ class SharedClientRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = SharedClientRedisCacheClient
+
+    def redis_client(self):
+        """The redis-py client for writes, for what the cache API cannot say in one round
+        trip (gateway.throttling's budget script)."""
+        return self._cache.get_client(write=True)
+
+    def value_from_redis(self, raw: bytes):
+        """A value as this cache stores it in Redis, read back (the cache's own serializer)."""
+        return self._cache._serializer.loads(raw)

@@ -123,9 +123,10 @@ def _cache_fail_open(cls):
 
 
 def _redis_client():
-    """The shared cache's redis-py client, or None when the cache is not Redis (local runs)."""
-    client_of = getattr(getattr(cache, "_cache", None), "get_client", None)
-    return client_of(write=True) if client_of is not None else None
+    """The shared cache's redis-py client, or None when the cache is not Oz's Redis cache
+    (config.cache.SharedClientRedisCache; the local-memory cache in local runs)."""
+    client_of = getattr(cache, "redis_client", None)
+    return client_of() if client_of is not None else None
 
 
 # One budget request on Redis: count it, start the window's expiry with its first request,
@@ -168,7 +169,7 @@ def budget_count(key: str, window: int, limit: int, *, also_get: str | None = No
     full_key = cache.make_and_validate_key(key)
     other_key = cache.make_and_validate_key(also_get) if also_get else full_key
     count, left, raw = script(keys=[full_key, other_key], args=[window, limit, "1" if also_get else "0"])
-    other = cache._cache._serializer.loads(raw) if raw is not None else None
+    other = cache.value_from_redis(raw) if raw is not None else None
     return int(count), float(left if left >= 0 else window), other
 
 

@@ -348,7 +348,7 @@ def test_a_budget_window_starts_with_its_first_request_and_always_ends(loan, cli
     from django.core.cache import cache as shared
 
     key = f"throttle_client_client:{client_key[0].pk}"
-    redis = shared._cache.get_client(write=True)
+    redis = shared.redis_client()
     full_key = shared.make_and_validate_key(key)
     assert client_api.get("/predictors").status_code == 200
     assert 55 <= redis.ttl(full_key) <= 60  # the window is the rate's minute, from the first request
