@@ -62,7 +62,11 @@ def model_version_promote(
     """Make `version` the champion; the current champion (if any) becomes archived.
 
     Refused for a rejected version, and while a gate has failed or is still pending —
-    unless `force`, which needs a written reason (kept in the history)."""
+    unless `force`, which needs a written reason (kept in the history). Always refused when
+    the file the version would be served from is missing or not the one recorded (sha256):
+    no process could load it, and every request would go to the fallback."""
+    from .serving import artifact_check
+
     reason = (reason or "").strip()
     if force and not reason:
         raise PromotionRefused("forcing a promotion past its gates needs a written reason")
@@ -78,6 +82,11 @@ def model_version_promote(
             raise PromotionRefused(f"a rejected version cannot be promoted{why}; force it with a written reason")
         if blocking and not force:
             raise PromotionRefused(f"gates not passed: {names}; force it with a written reason")
+        problem, detail = artifact_check(target)
+        if problem is not None:
+            raise PromotionRefused(
+                f"v{target.version} cannot be served: its model file is {problem} ({detail}); retrain or restore the file"
+            )
         for other in versions:
             if other.stage == Stage.CHAMPION:
                 _stage_set(other, Stage.ARCHIVED, f"replaced by v{target.version}", user)

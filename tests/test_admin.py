@@ -284,7 +284,7 @@ def _one_of_everything(loan):
     run = TrainingRun.objects.create(predictor=loan, status=TrainingRun.Status.SUCCEEDED, metrics={"accuracy": 0.9})
     ModelVersion.objects.create(
         predictor=loan, version=1, run=run, schema_version=1, artifact="models/loan-approval/v1.skops",
-        artifact_sha256="0" * 64, metrics={"accuracy": 0.9},
+        artifact_sha256=factories.stored_file("models/loan-approval/v1.skops"), metrics={"accuracy": 0.9},
     )
     TrainingRun.objects.create(predictor=loan, status=TrainingRun.Status.FAILED, error="Traceback <boom>")
 

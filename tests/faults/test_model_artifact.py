@@ -1,4 +1,6 @@
-"""A model artifact deleted while the model answers traffic, and a corrupted one promoted.
+"""A model artifact deleted while the model answers traffic, and the next champion's file
+corrupted after its promotion, before any process loaded it (a corrupt file cannot be
+promoted: models_registry.services.model_version_promote checks it).
 
 A web process that has the version loaded keeps answering from memory (the bytes it checked
 at load time); a process that has to load it — a new worker after a deploy, a recycled or
@@ -82,12 +84,13 @@ def test_a_broken_artifact_falls_back_as_the_flag_says_and_raises_the_alert(stac
     phase("deleted, new processes, fallback human")
     deleted["oz_model_load_failures_total"] = failures("missing")
 
-    # 2. v2 promoted with a corrupted file: every process must load it, and refuses it.
+    # 2. v2 promoted, then its file corrupted before any process loaded it: every process
+    #    must load it, and refuses it.
     fmt2, name2, _ = served_artifact(second)
     path2 = Path(stack.media) / name2
     original = path2.read_bytes()
-    path2.write_bytes(b"not a model" + original[:64])
     model_version_promote(version=second)
+    path2.write_bytes(b"not a model" + original[:64])
     time.sleep(1.2)  # the serving caches pick up the new champion
     phase("corrupt, fallback human")
     fallback("rule")
@@ -116,7 +119,7 @@ def test_a_broken_artifact_falls_back_as_the_flag_says_and_raises_the_alert(stac
     with_task = set(map(str, ReviewTask.objects.filter(prediction_id__in=queued).values_list("prediction_id", flat=True)))
     lost = len(set(accepted) - stored) + len(set(queued) - with_task)
     row = report(
-        f"champion model artifact deleted while serving ({fmt}), and a corrupted one promoted ({fmt2})",
+        f"champion model artifact deleted while serving ({fmt}), and the next champion's corrupted after promotion ({fmt2})",
         sent=len(everything), errors=len(errors), lost=lost, outcomes=outcomes,
         alert_when_deleted=deleted, alert_when_corrupt=corrupt, after_restore=restored, seconds=timings,
     )

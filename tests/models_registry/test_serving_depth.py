@@ -25,7 +25,7 @@ from models_registry.artifacts import ArtifactIntegrityError, UntrustedArtifactE
 from models_registry.features import ESTIMATORS, estimator_params_errors, feature_rows, pipeline_build, usable_text_fields
 from models_registry.models import ModelVersion, TrainingRun
 from models_registry.onnx import PARITY_THRESHOLD, onnx_evaluate
-from models_registry.services import model_version_promote
+from models_registry.services import PromotionRefused, model_version_promote
 from review.models import Label
 from tests import factories
 
@@ -252,11 +252,19 @@ def _tamper(name: str) -> None:
 @pytest.mark.parametrize("estimator", ["logistic_regression", "hist_gradient_boosting"])
 def test_a_tampered_artifact_is_refused_and_predict_falls_back(estimator, loan, client_api):
     version = _version(loan, estimator)
-    _tamper(version.onnx_artifact.name if version.serving_format == "onnx" else version.artifact.name)
+    name = version.onnx_artifact.name if version.serving_format == "onnx" else version.artifact.name
+    _tamper(name)
     with pytest.raises(ArtifactIntegrityError):
         serving.model_answer(predictor=loan, version=version, clean_input=factories.loan_input())
     assert not serving._loaded  # a refused artifact is never kept as loaded
+    # A tampered file cannot be promoted, forced or not: no process could serve it.
+    with pytest.raises(PromotionRefused, match=r"cannot be served: its model file is corrupt"):
+        model_version_promote(version=version, force=True, reason="ship it anyway")
+    assert ModelVersion.objects.get(pk=version.pk).stage == "candidate"
+    # One tampered after its promotion is refused where it is loaded: /predict falls back.
+    _tamper(name)  # the same byte flipped back: the recorded file again
     model_version_promote(version=version)
+    _tamper(name)
     routing_update(predictor=loan, changes={"mode": "model"})
     response = client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json")
     # The gateway diverts to its fallback (the queue, or the rules): never a 500.
