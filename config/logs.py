@@ -74,12 +74,7 @@ def logging_config(*, json: bool, level: str = "INFO") -> dict:
 
 def structlog_configure() -> None:
     """structlog hands its events to the standard library, whose handlers (LOGGING) render
-    them; so there is one output, one format and one level setting for both.
-
-    No line names the source file and line that logged it, so the standard library is told
-    not to look them up for each record (`logging._srcfile = None`, its documented switch:
-    Logging HOWTO, "Optimization")."""
-    logging._srcfile = None
+    them; so there is one output, one format and one level setting for both."""
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -91,6 +86,14 @@ def structlog_configure() -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+def caller_lookup_off() -> None:
+    """No production line names the source file and line that logged it, so the standard
+    library need not look them up for every record (`logging._srcfile = None`, its own
+    documented switch: Logging HOWTO, "Optimization"). Development and test output keep
+    them, for whoever reads a failure."""
+    logging._srcfile = None
 
 
 def request_id_get() -> str | None:

@@ -1,4 +1,6 @@
 """Production: every secret from the environment, HTTPS everywhere, Redis and PostgreSQL."""
+from config.logs import caller_lookup_off
+
 from .base import *  # noqa: F403
 from .base import env, logging_config, redact_logging
 
@@ -24,6 +26,7 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # One JSON object per log line, whatever OZ_LOG_JSON says (log shippers parse it).
 LOGGING = redact_logging(logging_config(json=True, level=env("OZ_LOG_LEVEL", default="INFO")))
+caller_lookup_off()
 
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
