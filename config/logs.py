@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -42,8 +43,13 @@ def _shared_processors() -> list:
 def _json_dumps(event: dict, default=None, **_) -> str:
     """One JSON line, by orjson (several times faster than the standard library on the
     `prediction` event, which holds a request's whole input). Keys that are not strings are
-    written as strings; what orjson cannot write goes through structlog's `default`."""
-    return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+    written as strings; what orjson cannot write goes through structlog's `default`; what
+    it refuses outright (an integer beyond 64 bits, which an input may hold) is written by
+    the standard library, so no event is ever lost."""
+    try:
+        return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:
+        return json.dumps(event, default=default)
 
 
 def logging_config(*, json: bool, level: str = "INFO") -> dict:

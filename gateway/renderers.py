@@ -7,9 +7,10 @@ renderer) were a visible share of a worker's CPU there. Both keep DRF's behaviou
 - `OrjsonRenderer` writes what DRF's JSONRenderer writes (compact, UTF-8, U+2028/U+2029
   escaped, dates and anything else orjson does not know through DRF's own encoder). An
   indented answer (`Accept: application/json; indent=4`) and anything orjson refuses (an
-  integer beyond 64 bits) go to DRF's renderer unchanged.
+  integer beyond 64 bits) go to DRF's renderer unchanged. One difference, on purpose: a
+  non-finite float is written as null, where DRF's strict renderer failed the answer.
 - `JsonFirstNegotiation` answers the requests that cannot choose anything else (no Accept
-  header, `*/*` or `application/json`, no `?format=`) with the first renderer when it is
+  header, or exactly `*/*` or `application/json`; no `?format=`) with the first renderer when it is
   JSON, which is what DRF would pick; any other request is negotiated by DRF."""
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class OrjsonRenderer(JSONRenderer):
         return out
 
 
-_ANY_JSON = frozenset({"", "*/*", "application/json"})
+_ANY_JSON = frozenset({None, "*/*", "application/json"})  # None: no Accept header at all
 
 
 class JsonFirstNegotiation(DefaultContentNegotiation):
@@ -46,7 +47,7 @@ class JsonFirstNegotiation(DefaultContentNegotiation):
             renderers
             and renderers[0].media_type == "application/json"
             and not format_suffix
-            and request.META.get("HTTP_ACCEPT", "").strip() in _ANY_JSON
+            and request.META.get("HTTP_ACCEPT") in _ANY_JSON
             and api_settings.URL_FORMAT_OVERRIDE not in request.query_params
         ):
             return renderers[0], "application/json"

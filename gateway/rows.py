@@ -12,8 +12,10 @@ history rows (gateway.history: no receiver listens for their saves either).
 On PostgreSQL (unless DATABASE_PREPARED_STATEMENTS=false) the INSERT is a prepared statement
 with its values bound by the server: Django's default client-side binding quotes every
 value into the SQL text, which on /predict cost more than a tenth of a worker's CPU, and
-the database parses and plans the same INSERT anew each time. While a connection logs its
-queries (DEBUG, assertNumQueries) the INSERT goes through Django's cursor, so it is logged."""
+the database parses and plans the same INSERT anew each time (settings
+`database_prepared_statements` lets psycopg prepare it). Its JSON values are written by
+orjson. While a connection logs its queries (DEBUG, assertNumQueries) or has execute
+wrappers, the INSERT goes through Django's cursor, so they see it."""
 from __future__ import annotations
 
 import json
@@ -64,7 +66,8 @@ def row_insert(instance) -> None:
     connection = connections[alias]
     sql, fields, returning = _statement(model, connection, with_pk=with_pk)
     params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    if connection.vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS and not connection.queries_logged:
+    if (connection.vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS and not connection.queries_logged
+            and not connection.execute_wrappers):
         for param in params:
             if type(param) is Jsonb and param.dumps is json.dumps:  # a JSONField without an encoder of its own
                 param.dumps = _json_dumps
@@ -83,16 +86,27 @@ def _json_dumps(value) -> bytes | str:
     """A JSON column's value as the database receives it: by orjson (a prediction's input is
     its largest value), or by json.dumps for what orjson refuses (an integer beyond 64 bits)."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
+        return orjson.dumps(value, default=_refuse, option=_JSON_OPTIONS)
+    except TypeError:  # json.dumps decides, as it did before: writes it, or raises the same TypeError
         return json.dumps(value)
+
+
+# Dates and dataclasses go to json.dumps too (which refuses them), so no value is stored that
+# the standard library would not have stored; a non-finite float becomes null instead of
+# failing the INSERT (jsonb has no NaN).
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _refuse(value):
+    raise TypeError(f"{type(value).__name__} is left to json.dumps")
 
 
 def _server_bound_execute(connection, sql: str, params: list, returning: bool):
     """Execute on the connection's psycopg session with server-side binding, prepared (psycopg
-    keeps the statement per session). What Django's cursor adds is kept: its checks that the
-    transaction is usable and that no async code calls in, and its error classes (a
-    database outage is django.db.OperationalError, answered 503 by the middleware)."""
+    keeps the statement per session). What Django's cursor adds that matters here is kept:
+    its checks that the transaction is usable and that no async code calls in, and its
+    error classes (a database outage is django.db.OperationalError, answered 503 by the
+    middleware). The caller takes Django's cursor when queries are logged or wrapped."""
     import psycopg
 
     connection.validate_no_broken_transaction()

@@ -294,8 +294,9 @@ def explanation_sampled(prediction_id) -> bool:
 
 
 class SampleBudget:
-    """A token bucket: at most `per_minute` takes in any minute, refilled evenly (a burst of
-    up to `per_minute` after a quiet spell). Thread-safe; one per process."""
+    """A token bucket: `per_minute` takes a minute on average, refilled evenly, with a burst
+    of up to `per_minute` more after a quiet spell (so at most twice that in any one
+    minute). Thread-safe; one per process."""
 
     def __init__(self, clock=time.monotonic):
         self._clock = clock

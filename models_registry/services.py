@@ -70,6 +70,9 @@ def model_version_promote(
     reason = (reason or "").strip()
     if force and not reason:
         raise PromotionRefused("forcing a promotion past its gates needs a written reason")
+    # Read and hashed before any row is locked (the file may be large, or remote); refused
+    # below, after the gates, so a version that fails both is told about its gates first.
+    problem, detail = artifact_check(version)
     with transaction.atomic():
         versions = _locked_versions(version.predictor_id)
         target = next(v for v in versions if v.pk == version.pk)
@@ -82,7 +85,6 @@ def model_version_promote(
             raise PromotionRefused(f"a rejected version cannot be promoted{why}; force it with a written reason")
         if blocking and not force:
             raise PromotionRefused(f"gates not passed: {names}; force it with a written reason")
-        problem, detail = artifact_check(target)
         if problem is not None:
             raise PromotionRefused(
                 f"v{target.version} cannot be served: its model file is {problem} ({detail}); retrain or restore the file"

@@ -259,3 +259,12 @@ def test_loader_refuses_a_bad_log_value_and_a_log_change_is_not_a_new_schema_ver
 def test_loggable_input_defaults_to_logging_a_field():
     schema = {"a": {"type": "number"}, "b": {"type": "text", "log": False}, "c": {"type": "text", "log": True}}
     assert loggable_input(schema, {"a": 1, "b": "secret", "c": "fine"}) == {"a": 1, "c": "fine"}
+
+
+def test_an_event_orjson_cannot_write_is_still_one_json_line(json_logs):
+    # An integer input beyond 64 bits is valid (up to 10**308); its prediction event must not be lost.
+    import structlog
+
+    structlog.get_logger("oz.predictions").info("prediction", input={"count": 2**80, "ratio": 0.5}, note="naïve ✓")
+    (event,) = json_logs.named("prediction")
+    assert event["input"] == {"count": 2**80, "ratio": 0.5} and event["note"] == "naïve ✓"

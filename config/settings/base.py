@@ -104,6 +104,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # another server session.
 OZ_DB_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 
+
+def database_prepared_statements(database: dict) -> dict:
+    """Let psycopg prepare the statements Oz asks it to (gateway.rows: the INSERT of a
+    prediction and of history rows). Django's default, no threshold, turns preparing off
+    altogether; a threshold no statement reaches prepares only what asks to be (Django's own
+    cursors bind on the client and never prepare)."""
+    if OZ_DB_PREPARED_STATEMENTS and "postgresql" in database.get("ENGINE", ""):
+        database.setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
+    return database
+
+
+database_prepared_statements(DATABASES["default"])
+
 REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
@@ -268,8 +281,9 @@ OZ_FAIRNESS_MIN_GROUP_SIZE = env.int("OZ_FAIRNESS_MIN_GROUP_SIZE", default=10)
 # and kept as an ExplanationSample, chosen by prediction id; answers a client asked to have
 # explained are always kept as well (models_registry.explain).
 OZ_EXPLAIN_SAMPLE_PERCENT = env.float("OZ_EXPLAIN_SAMPLE_PERCENT", default=10)
-# ...and at most this many per minute per web process (0: no cap), so the explaining work
-# (each costs far more than the answer) stays bounded however much traffic the share is of.
+# ...and about this many a minute per web process at most (0: no cap; a token bucket, so a
+# burst of as many more after a quiet spell), so the explaining work (each costs far more
+# than the answer) stays bounded however much traffic the share is of.
 OZ_EXPLAIN_SAMPLES_PER_MINUTE = env.int("OZ_EXPLAIN_SAMPLES_PER_MINUTE", default=60)
 OZ_ARTIFACT_PREFIX = "models"
 OZ_PUBLIC_BASE_URL = env("OZ_PUBLIC_BASE_URL", default="")

@@ -45,8 +45,8 @@ def test_line_separators_are_escaped_and_indent_is_drfs():
     assert OrjsonRenderer().render(None) == b""
 
 
-@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/json; indent=4", "text/html, */*;q=0.8",
-                                    "application/*", "text/html"])
+@pytest.mark.parametrize("accept", [None, "", " ", "*/*", "application/json", "application/json; indent=4",
+                                    "text/html, */*;q=0.8", "application/*", "text/html", "Application/JSON"])
 @pytest.mark.parametrize("query", ["", "?format=json", "?format=api"])
 def test_negotiation_agrees_with_drf(accept, query):
     factory = APIRequestFactory()
