@@ -9,13 +9,14 @@ no signal receiver needs to see: a prediction (django-simple-history skips creat
 HistoryFromFirstChange models anyway; a test checks no other receiver is connected) and
 history rows (gateway.history: no receiver listens for their saves either).
 
-On PostgreSQL (unless DATABASE_PREPARED_STATEMENTS=false) the INSERT is a prepared statement
-with its values bound by the server: Django's default client-side binding quotes every
-value into the SQL text, which on /predict cost more than a tenth of a worker's CPU, and
-the database parses and plans the same INSERT anew each time (settings
-`database_prepared_statements` lets psycopg prepare it). Its JSON values are written by
-orjson. While a connection logs its queries (DEBUG, assertNumQueries) or has execute
-wrappers, the INSERT goes through Django's cursor, so they see it."""
+On PostgreSQL (unless DATABASE_PREPARED_STATEMENTS=false) the INSERT's values are bound by
+the server: Django's default client-side binding quotes every value into the SQL text,
+which on /predict cost more CPU than anything else the INSERT does. It is not a psycopg
+prepared statement: once psycopg has prepared one on a session, every ROLLBACK there makes
+it DEALLOCATE ALL, which would drop claim-next's own prepared statement (review.services)
+too. Its JSON values are written by orjson. While a connection logs its queries (DEBUG,
+assertNumQueries) or has execute wrappers, the INSERT goes through Django's cursor, so
+they see it."""
 from __future__ import annotations
 
 import json
@@ -102,8 +103,8 @@ def _refuse(value):
 
 
 def _server_bound_execute(connection, sql: str, params: list, returning: bool):
-    """Execute on the connection's psycopg session with server-side binding, prepared (psycopg
-    keeps the statement per session). What Django's cursor adds that matters here is kept:
+    """Execute on the connection's psycopg session with server-side binding (not prepared: see
+    the module's docstring). What Django's cursor adds that matters here is kept:
     its checks that the transaction is usable and that no async code calls in, and its
     error classes (a database outage is django.db.OperationalError, answered 503 by the
     middleware). The caller takes Django's cursor when queries are logged or wrapped."""
@@ -114,7 +115,7 @@ def _server_bound_execute(connection, sql: str, params: list, returning: bool):
         connection.ensure_connection()
         cursor = psycopg.Cursor(connection.connection)
         try:
-            cursor.execute(sql, params, prepare=True)
+            cursor.execute(sql, params, prepare=False)
             return cursor.fetchone() if returning else None
         finally:
             cursor.close()

@@ -102,17 +102,3 @@ def test_a_skip_list_naming_unknown_middleware_stops_the_start(settings):
     with pytest.raises(ValueError, match=r"project\.middleware\.Renamed"):
         PredictHandler()
 
-
-def test_the_prediction_insert_is_prepared_once_per_connection(loan, client_key):
-    # gateway.rows asks psycopg to prepare it; Django's default (no prepare threshold) would
-    # silently turn that off, and the database would parse and plan every INSERT anew.
-    from django.db import connection
-
-    api = Client(HTTP_AUTHORIZATION=f"Bearer {client_key[1]}")
-    for _ in range(3):
-        response = api.post("/predict/loan-approval", {"input": factories.loan_input()}, content_type="application/json")
-        assert response.status_code == 202
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", ['INSERT INTO "gateway_prediction"%'])
-        assert len(cursor.fetchall()) == 1
-    assert Prediction.objects.count() == 3

@@ -218,6 +218,24 @@ def test_claim_next_reuses_one_plan_instead_of_planning_every_claim(loan, review
     assert "'open'" in statement and "'claimed'" in statement and "$1" in statement
 
 
+@pytest.mark.django_db(transaction=True)
+def test_claim_next_still_works_after_predictions_and_a_rolled_back_transaction(loan, reviewer, client_api):
+    # /predict's INSERT runs on the same session as claim-next's prepared statement. Were it
+    # a psycopg prepared statement, psycopg would answer the next ROLLBACK with DEALLOCATE ALL
+    # and the claim's statement would be gone: "prepared statement does not exist", a 500.
+    from django.db import transaction
+
+    user, _ = reviewer
+    for _ in range(3):
+        assert client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json").status_code == 202
+    assert review_task_claim_next(reviewer=user) is not None
+    with pytest.raises(RuntimeError), transaction.atomic():  # any failed request or task: a ROLLBACK
+        client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json")
+        raise RuntimeError("rolled back")
+    assert review_task_claim_next(reviewer=user) is not None
+    assert _claim_plan_prepared()
+
+
 @pytest.mark.django_db
 def test_claim_next_without_prepared_statements_gives_the_same_order(loan, reviewer, settings):
     settings.OZ_DB_PREPARED_STATEMENTS = False  # behind PgBouncer's transaction pooling
