@@ -9,7 +9,8 @@ BENCH_MODEL_KIND=onnx: the ONNX graph Oz serves (one [1, 1] float input per fiel
 BENCH_MODEL_KIND=onnx-store: the same, and each answer stored as Oz stores it — one row
 (id, input, scores, time) INSERTed with psycopg on DATABASE_URL's PostgreSQL, autocommit,
 a prepared statement with server-side binding, one connection per thread: the floor for
-any server that persists every prediction."""
+any server that persists every prediction. bench/predict_http.py creates its table before
+the workers start (two workers creating it at once would race in PostgreSQL's catalog)."""
 from __future__ import annotations
 
 import json
@@ -64,14 +65,6 @@ def _store(body: dict, scores: list[float]) -> None:
     from psycopg.types.json import Jsonb
 
     _connection().execute(_INSERT, (uuid.uuid4(), Jsonb(body["input"]), Jsonb(scores)), prepare=True)
-
-
-if _STORE:
-    import psycopg
-
-    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as setup:
-        setup.execute("CREATE TABLE IF NOT EXISTS bench_floor_prediction "
-                      "(id uuid PRIMARY KEY, input jsonb NOT NULL, scores jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
 
 
 def application(environ, start_response):

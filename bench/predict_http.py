@@ -391,6 +391,7 @@ def main() -> None:
             for mode in ("model", "human", "rule"):
                 targets.append((f"oz {mode}", f"http://127.0.0.1:{port}/predict/bench-{mode}",
                                 wrk_script(workdir, f"oz-{mode}", oz_bodies, auth)))
+            _floor_table_create()
             for kind, path, bodies in (("sklearn", "model.joblib", array_bodies), ("onnx", "model.onnx", oz_bodies),
                                        ("onnx-store", "model.onnx", oz_bodies)):
                 port = free_port()
@@ -434,6 +435,15 @@ def main() -> None:
     report = summarise(runs, args, oz, stored)
     print_report(report)
     print(f"\nfigures written to {write_results('predict_http', report, args=args)}")
+
+
+def _floor_table_create() -> None:
+    """The storing floor's table (bench/minimal_wsgi.py `onnx-store`), made once here."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_floor_prediction (id uuid PRIMARY KEY, input jsonb NOT NULL, "
+                       "scores jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
 
 
 def _stored_predictions() -> dict:
