@@ -11,7 +11,7 @@ from rest_framework import authentication, exceptions
 
 from .keys import hash_matches, key_hash, key_matches, key_prefix
 from .models import ApiKey, UserToken
-from .throttling import auth_failure_record
+from .throttling import auth_failure_record, auth_failures_refusal
 from .verified_keys import verified_generation, verified_get, verified_remember
 
 API_KEY_KIND = "oz"
@@ -23,9 +23,7 @@ def _refuse(request, message) -> exceptions.APIException:
     429 once that address has failed too often. The credential itself is never logged."""
     wait = auth_failure_record(request)
     if wait is not None:
-        return exceptions.Throttled(
-            wait=wait, detail=str(_("Too many failed authentication attempts from this address; try again later."))
-        )
+        return auth_failures_refusal(wait)
     return exceptions.AuthenticationFailed(message)
 
 

@@ -204,6 +204,11 @@ def unavailable_response(request) -> HttpResponse:
     return response
 
 
+def retry_after(wait: float) -> str:
+    """A Retry-After value: the wait in whole seconds, rounded up."""
+    return str(int(wait) + (0 if float(wait).is_integer() else 1))
+
+
 def _problem_for(exc):
     if dependency_unavailable(exc):
         return problem_response(
@@ -226,7 +231,7 @@ def _problem_for(exc):
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
         if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait) + (0 if float(exc.wait).is_integer() else 1))
+            headers["Retry-After"] = retry_after(exc.wait)
         detail = exc.detail if isinstance(exc.detail, str) else "; ".join(str(m) for m in flatten_errors(exc.detail))
         code = exc.default_code if isinstance(exc.default_code, str) else None
         return problem_response(exc.status_code, str(detail), code=code, headers=headers)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 import os
 import threading
 import time
@@ -424,10 +423,13 @@ def metrics_registry() -> CollectorRegistry:
 # --- the endpoint -----------------------------------------------------------------------------
 
 def _too_many_failures(wait: float) -> HttpResponse:
-    from .errors import _problem_json
+    """The 429 the API gives an address over the failed-authentication limit."""
+    from .errors import _problem_json, retry_after
+    from .throttling import auth_failures_refusal
 
-    response = _problem_json(429, "Too many failed authentication attempts from this address; try again later.")
-    response["Retry-After"] = str(max(1, math.ceil(wait)))
+    refusal = auth_failures_refusal(wait)
+    response = _problem_json(refusal.status_code, str(refusal.detail), code=refusal.default_code)
+    response["Retry-After"] = retry_after(wait)
     return response
 
 

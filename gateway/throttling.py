@@ -1,7 +1,10 @@
 import logging
 import time
+from typing import NamedTuple
 
 from django.core.cache import cache
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from .permissions import is_api_client
@@ -35,6 +38,22 @@ def _auth_failure_rate() -> tuple[int, int] | None:
     return int(count), _DURATIONS[period[0]]
 
 
+class _FailureWindow(NamedTuple):
+    limit: int
+    window: int
+    key: str  # the cache key of the address's count in the current window
+    left: float  # seconds left in the window
+
+
+def _failure_window(request) -> _FailureWindow | None:
+    """The failed-authentication window this request's address is in; None without a limit."""
+    rate = _auth_failure_rate()
+    if rate is None:
+        return None
+    limit, window = rate
+    return _FailureWindow(limit, window, *_auth_failure_key(client_address(request), window, time.time()))
+
+
 def _auth_failure_key(address: str, window: int, now: float) -> tuple[str, float]:
     """The cache key of this address's current window, and the seconds left in it."""
     index = int(now // window)
@@ -45,20 +64,18 @@ def auth_failure_record(request) -> float | None:
     """Count one failed authentication from this request's address. Returns the seconds to
     wait when the address is now over its limit (refuse with 429), else None (plain 401).
     A cache outage never turns a 401 into a 500: the failure is then not counted."""
-    rate = _auth_failure_rate()
-    if rate is None:
+    failures = _failure_window(request)
+    if failures is None:
         return None
-    limit, window = rate
-    key, left = _auth_failure_key(client_address(request), window, time.time())
     try:
         try:
-            count = cache.incr(key)
+            count = cache.incr(failures.key)
         except ValueError:  # the window's first failure
-            count = 1 if cache.add(key, 1, timeout=window + 1) else cache.incr(key)
+            count = 1 if cache.add(failures.key, 1, timeout=failures.window + 1) else cache.incr(failures.key)
     except Exception:
         logger.warning("could not count a failed authentication (cache unreachable)", exc_info=True)
         return None
-    return left if count > limit else None
+    return failures.left if count > failures.limit else None
 
 
 def auth_failures_wait(request) -> float | None:
@@ -66,17 +83,20 @@ def auth_failures_wait(request) -> float | None:
     authentication limit, else None. For the credentials no DRF throttle sees (the metrics
     token); ClientRateThrottle reads the same count for API keys and user tokens. A cache
     outage blocks nobody."""
-    rate = _auth_failure_rate()
-    if rate is None:
+    failures = _failure_window(request)
+    if failures is None:
         return None
-    limit, window = rate
-    key, left = _auth_failure_key(client_address(request), window, time.time())
     try:
-        count = cache.get(key) or 0
+        count = cache.get(failures.key) or 0
     except Exception:
         logger.warning("could not read the failed-authentication count (cache unreachable)", exc_info=True)
         return None
-    return left if count >= limit else None
+    return failures.left if count >= failures.limit else None
+
+
+def auth_failures_refusal(wait: float) -> exceptions.Throttled:
+    """The 429 for an address over the failed-authentication limit, whatever it presented."""
+    return exceptions.Throttled(wait=wait, detail=str(_("Too many failed authentication attempts from this address; try again later.")))
 
 
 # --- the cache is down ---------------------------------------------------------------------------
@@ -196,14 +216,11 @@ class ClientRateThrottle(SimpleRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        rate = _auth_failure_rate() if getattr(request, "auth", None) is not None else None
-        failures_key = None
-        if rate is not None:
-            limit, window = rate
-            failures_key, failures_left = _auth_failure_key(client_address(request), window, time.time())
-        count, left, failures = budget_count(self.key, self.duration, self.num_requests, also_get=failures_key)
-        if failures_key is not None and (failures or 0) >= limit:
-            self.blocked_wait = failures_left
+        failures = _failure_window(request) if getattr(request, "auth", None) is not None else None
+        count, left, failed = budget_count(self.key, self.duration, self.num_requests,
+                                           also_get=failures.key if failures is not None else None)
+        if failures is not None and (failed or 0) >= failures.limit:
+            self.blocked_wait = failures.left
             return False
         if count > self.num_requests:
             self.blocked_wait = left
