@@ -65,17 +65,22 @@ class Server:
                 time.sleep(0.2)
         raise AssertionError(f"server {self.name} did not come up: {self.log_path.read_text()[-3000:]}")
 
-    def call(self, method: str, path: str, body=None, auth: str = "") -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
+    def fetch(self, method: str, path: str, data: bytes | None = None, auth: str = "") -> tuple[int, bytes]:
+        """(status, raw body) of one request."""
         request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
         request.add_header("Content-Type", "application/json")
         if auth:
             request.add_header("Authorization", auth)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"{}")
+                return response.status, response.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+            return exc.code, exc.read()
+
+    def call(self, method: str, path: str, body=None, auth: str = "") -> tuple[int, dict]:
+        """(status, JSON body) of one request with a JSON body."""
+        status, raw = self.fetch(method, path, json.dumps(body).encode() if body is not None else None, auth)
+        return status, json.loads(raw or b"{}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -9,8 +9,6 @@ import signal
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -285,18 +283,6 @@ def _per_process_predictions(metrics_dir: Path) -> dict[int, float]:
     return counts
 
 
-def _http(base: str, method: str, path: str, body: bytes | None = None, auth: str = "") -> tuple[int, bytes]:
-    request = urllib.request.Request(f"{base}{path}", data=body, method=method)
-    request.add_header("Content-Type", "application/json")
-    if auth:
-        request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 @pytest.fixture
 def gunicorn_two_workers(transactional_db, tmp_path, settings):
     metrics_dir = tmp_path / "prometheus"
@@ -319,7 +305,7 @@ def gunicorn_two_workers(transactional_db, tmp_path, settings):
     server = Server("metrics", env, tmp_path, args=[*PRODUCTION_CONFIG, "--workers", "2", "--keep-alive", "0"])
     try:
         server.wait_ready()
-        yield server.base, metrics_dir, server.process
+        yield server, metrics_dir, server.process
     finally:
         server.stop()
 
@@ -329,14 +315,14 @@ def gunicorn_two_workers(transactional_db, tmp_path, settings):
 def test_two_worker_processes_count_every_prediction_exactly_once(gunicorn_two_workers):
     import json
 
-    base, metrics_dir, _ = gunicorn_two_workers
+    server, metrics_dir, _ = gunicorn_two_workers
     loan = factories.loan_predictor()
     routing_update(predictor=loan, changes={"mode": "rule"})
     _, key = factories.api_client_with_key()
     body = json.dumps({"input": factories.loan_input()}).encode()
 
     def predict(_):
-        return _http(base, "POST", "/predict/loan-approval", body, auth=f"Bearer {key}")[0]
+        return server.fetch("POST", "/predict/loan-approval", body, auth=f"Bearer {key}")[0]
 
     # Concurrent requests on fresh connections, until both workers have served some.
     sent = 0
@@ -351,12 +337,12 @@ def test_two_worker_processes_count_every_prediction_exactly_once(gunicorn_two_w
     assert len(served) >= 2, f"one worker served everything: {served}"
     assert sum(served.values()) == sent
 
-    status, _ = _http(base, "GET", "/metrics")
+    status, _ = server.fetch("GET", "/metrics")
     assert status == 401
 
     labels = {"predictor": "loan-approval", "mode": "rule", "reason": "mode", "source": "rule", "status": "answered"}
     for _ in range(4):  # whichever worker answers the scrape, it reports the sum of both
-        status, text = _http(base, "GET", "/metrics", auth=f"Bearer {TOKEN}")
+        status, text = server.fetch("GET", "/metrics", auth=f"Bearer {TOKEN}")
         assert status == 200
         text = text.decode()
         assert value(text, "oz_predictions_total", **labels) == sent
@@ -375,7 +361,7 @@ def test_two_worker_processes_count_every_prediction_exactly_once(gunicorn_two_w
         pending += status == 202
     assert pending == 3
     for _ in range(4):
-        text = _http(base, "GET", "/metrics", auth=f"Bearer {TOKEN}")[1].decode()
+        text = server.fetch("GET", "/metrics", auth=f"Bearer {TOKEN}")[1].decode()
         assert value(text, "oz_review_queue_depth", predictor="loan-approval", kind="routed", status="open") == 3
         assert value(text, "oz_predictions_total", predictor="loan-approval") == sent
 
@@ -387,8 +373,8 @@ def test_two_worker_processes_count_every_prediction_exactly_once(gunicorn_two_w
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if _http(base, "GET", "/healthz")[0] == 200 and (metrics_dir / f"counter_{victim}.db").exists():
-                text = _http(base, "GET", "/metrics", auth=f"Bearer {TOKEN}")[1].decode()
+            if server.fetch("GET", "/healthz")[0] == 200 and (metrics_dir / f"counter_{victim}.db").exists():
+                text = server.fetch("GET", "/metrics", auth=f"Bearer {TOKEN}")[1].decode()
                 break
         except OSError:
             pass
