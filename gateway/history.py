@@ -113,6 +113,14 @@ class HistoryFromFirstChange:
 HISTORY_RECORDED = "history_recorded"
 
 
+def history_recorded(model) -> dict:
+    """The annotation that reads HISTORY_RECORDED with the row: `.annotate(**history_recorded(M))`."""
+    from django.db.models import Exists, OuterRef
+
+    historical = model.history.model
+    return {HISTORY_RECORDED: Exists(historical.objects.filter(**{model._meta.pk.attname: OuterRef("pk")}))}
+
+
 def history_begin(instance) -> None:
     """Write the creation record of `instance` if its history is empty (see
     HistoryFromFirstChange). Call before its first change; later calls cost nothing."""

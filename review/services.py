@@ -12,11 +12,10 @@ from functools import partial
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from gateway.answers import prediction_answer
-from gateway.history import HISTORY_RECORDED
+from gateway.history import HISTORY_RECORDED, history_recorded
 from gateway.models import AnswerSource, Prediction, PredictionStatus
 from gateway.schema import output_error
 
@@ -95,10 +94,9 @@ def _claim_statement(*, now, reviewer_id: int) -> tuple[str, list, tuple[bool, .
     if compiled is None:
         # With whether the task has history yet: a claim is often a task's first change,
         # whose creation record history_begin would otherwise look for with a query of its own.
-        recorded = Exists(ReviewTask.history.model.objects.filter(id=OuterRef("pk")))
         query = (
             claimable_tasks(now=_CLAIM_NOW_STANDIN, reviewer=_CLAIM_REVIEWER_STANDIN)
-            .annotate(**{HISTORY_RECORDED: recorded})
+            .annotate(**history_recorded(ReviewTask))
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("-priority", "created_at", "id")[:1]
         ).query
@@ -330,7 +328,7 @@ def _task_settle(*, task: ReviewTask, output, reviewer, note: str) -> None:
     # With whether its history is begun: deciding is often a prediction's first change.
     prediction = (
         Prediction.objects.select_for_update(of=("self",)).select_related("predictor")
-        .annotate(**{HISTORY_RECORDED: Exists(Prediction.history.model.objects.filter(id=OuterRef("pk")))})
+        .annotate(**history_recorded(Prediction))
         .get(pk=task.prediction_id)
     )
     if task.kind == TaskKind.APPEAL:
