@@ -56,19 +56,14 @@ def _redact_value(value):
 
 
 def _strings(value, out: list) -> list:
-    """Every string inside `value` (dicts, lists and tuples walked), appended to `out`."""
-    if type(value) is str:
+    """Every string inside `value` (dicts, lists and tuples walked, as _redact_value walks
+    them), appended to `out`."""
+    if isinstance(value, str):
         out.append(value)
-    elif isinstance(value, dict):
-        for item in value.values():
+    elif isinstance(value, (dict, list, tuple)):
+        for item in value.values() if isinstance(value, dict) else value:
             if type(item) not in _PLAIN:
                 _strings(item, out)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            if type(item) not in _PLAIN:
-                _strings(item, out)
-    elif isinstance(value, str):
-        out.append(value)
     return out
 
 
