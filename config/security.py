@@ -28,27 +28,30 @@ class CSPMiddleware(BaseCSPMiddleware):
     a tenth of the CPU of a /predict answer in-process. Pages that use their nonce, views
     with csp_update/csp_replace and exemptions go through django-csp as before."""
 
-    _built: tuple = (None, None, "", "")  # (config, report-only config, policy, report-only policy)
+    # (config, report-only config, the headers to write): for each of the two headers, its
+    # policy, the response attribute that exempts a response from it, and its URL prefixes
+    # left without it. All derived from settings, so built once per configuration.
+    _built: tuple = (None, None, ())
 
-    def _fixed_policies(self) -> tuple[str, str]:
+    def _fixed_policies(self) -> tuple:
         config = getattr(settings, "CONTENT_SECURITY_POLICY", None)
         report_only = getattr(settings, "CONTENT_SECURITY_POLICY_REPORT_ONLY", None)
         built = self._built
         if built[0] is not config or built[1] is not report_only:  # first use, or settings changed
-            built = self._built = (config, report_only, build_policy(), build_policy(report_only=True))
-        return built[2], built[3]
+            headers = (
+                (HEADER, build_policy(), "_csp_exempt", tuple((config or {}).get("EXCLUDE_URL_PREFIXES") or ())),
+                (HEADER_REPORT_ONLY, build_policy(report_only=True), "_csp_exempt_ro",
+                 tuple((report_only or {}).get("EXCLUDE_URL_PREFIXES") or ())),
+            )
+            built = self._built = (config, report_only, headers)
+        return built[2]
 
     def process_response(self, request, response):
         if getattr(request, "_csp_nonce", None) is not None or any(hasattr(response, a) for a in _PER_RESPONSE_POLICY):
             return super().process_response(request, response)
         if response.status_code in (http.HTTPStatus.INTERNAL_SERVER_ERROR, http.HTTPStatus.NOT_FOUND) and settings.DEBUG:
             return response  # Django's debug pages, as django-csp leaves them
-        policy, report_only = self._fixed_policies()
-        for header, value, exempt, setting in (
-            (HEADER, policy, "_csp_exempt", "CONTENT_SECURITY_POLICY"),
-            (HEADER_REPORT_ONLY, report_only, "_csp_exempt_ro", "CONTENT_SECURITY_POLICY_REPORT_ONLY"),
-        ):
-            excluded = tuple((getattr(settings, setting, None) or {}).get("EXCLUDE_URL_PREFIXES") or ())
+        for header, value, exempt, excluded in self._fixed_policies():
             if value and header not in response and not getattr(response, exempt, False) \
                     and not request.path_info.startswith(excluded):
                 response[header] = value
