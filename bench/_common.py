@@ -157,24 +157,25 @@ def run_child(script: str, *args: str, timeout: float = 3600) -> dict:
 # -- memory -------------------------------------------------------------------------------
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) of a process on this machine, from /proc/<pid>/stat."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 onwards), or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of a process on this machine, from /proc/<pid>/stat."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_with_reaped_children(pid: int) -> float:
     """A process's CPU time plus that of its children that have exited and been waited for."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree_cpu_seconds(root: int) -> float:
@@ -183,12 +184,8 @@ def process_tree_cpu_seconds(root: int) -> float:
     exited (a closed connection's backend, an autovacuum worker), through their parents."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
+            parents[int(entry)] = int(fields[1])
     tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
