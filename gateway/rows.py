@@ -26,6 +26,8 @@ import orjson
 from django.conf import settings
 from django.db import connections, router
 
+from config import jsonfast
+
 try:
     from psycopg.types.json import Jsonb
 except ImportError:  # no PostgreSQL driver: only the portable path is used
@@ -83,23 +85,16 @@ def row_insert(instance) -> None:
     instance._state.db = alias
 
 
-def _json_dumps(value) -> bytes | str:
-    """A JSON column's value as the database receives it: by orjson (a prediction's input is
-    its largest value), or by json.dumps for what orjson refuses (an integer beyond 64 bits)."""
-    try:
-        return orjson.dumps(value, default=_refuse, option=_JSON_OPTIONS)
-    except TypeError:  # json.dumps decides, as it did before: writes it, or raises the same TypeError
-        return json.dumps(value)
-
-
-# Dates and dataclasses go to json.dumps too (which refuses them), so no value is stored that
-# the standard library would not have stored; a non-finite float becomes null instead of
-# failing the INSERT (jsonb has no NaN).
-_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+def _json_dumps(value) -> bytes:
+    """A JSON column's value as the database receives it (config.jsonfast). Dates and
+    dataclasses go to json.dumps too (which refuses them), so no value is stored that the
+    standard library would not have stored; a non-finite float becomes null instead of
+    failing the INSERT (jsonb has no NaN)."""
+    return jsonfast.dumps(value, default=_refuse, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def _refuse(value):
-    raise TypeError(f"{type(value).__name__} is left to json.dumps")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _server_bound_execute(connection, sql: str, params: list, returning: bool):
