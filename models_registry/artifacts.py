@@ -35,7 +35,8 @@ class UntrustedArtifactError(Exception):
     """A skops artifact names a type outside the in-code allow-list; it is not loaded."""
 
 
-def _store(data: bytes, name: str) -> tuple[str, str]:
+def bytes_save(*, data: bytes, name: str) -> tuple[str, str]:
+    """Store `data` under `name` (or a free name like it); returns (storage name, sha256)."""
     digest = hashlib.sha256(data).hexdigest()
     stored_name = default_storage.save(name, ContentFile(data))
     return stored_name, digest
@@ -43,12 +44,12 @@ def _store(data: bytes, name: str) -> tuple[str, str]:
 
 def artifact_save(*, pipeline, name: str) -> tuple[str, str]:
     """Serialise with skops and store; returns (storage name, sha256)."""
-    return _store(sio.dumps(pipeline), name)
+    return bytes_save(data=sio.dumps(pipeline), name=name)
 
 
 def onnx_artifact_save(*, data: bytes, name: str) -> tuple[str, str]:
     """Store an ONNX export; returns (storage name, sha256)."""
-    return _store(data, name)
+    return bytes_save(data=data, name=name)
 
 
 def artifact_bytes(*, name: str, sha256: str) -> bytes:

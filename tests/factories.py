@@ -76,17 +76,10 @@ def trained_version(predictor, *, seed: int = 3, n_labels: int = 80):
     return run.model_version
 
 
-def stored_file(name: str, data: bytes | None = None) -> str:
-    """Store `data` (by default some bytes naming the file) under `name` in the media storage,
-    as a model version's artifact; returns its sha256, which the version must record (a
-    version whose file is missing or differs cannot be promoted)."""
-    import hashlib
+def stored_artifact(name: str, data: bytes | None = None) -> dict:
+    """A stand-in model file stored under `name`, as a ModelVersion's `artifact` and
+    `artifact_sha256` fields (a version whose file is missing or differs cannot be promoted)."""
+    from models_registry.artifacts import bytes_save
 
-    from django.core.files.base import ContentFile
-    from django.core.files.storage import default_storage
-
-    data = data if data is not None else f"stand-in model file {name}".encode()
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    default_storage.save(name, ContentFile(data))
-    return hashlib.sha256(data).hexdigest()
+    stored, digest = bytes_save(data=data if data is not None else f"stand-in model file {name}".encode(), name=name)
+    return {"artifact": stored, "artifact_sha256": digest}

@@ -283,8 +283,8 @@ def _one_of_everything(loan):
     _pending(loan)
     run = TrainingRun.objects.create(predictor=loan, status=TrainingRun.Status.SUCCEEDED, metrics={"accuracy": 0.9})
     ModelVersion.objects.create(
-        predictor=loan, version=1, run=run, schema_version=1, artifact="models/loan-approval/v1.skops",
-        artifact_sha256=factories.stored_file("models/loan-approval/v1.skops"), metrics={"accuracy": 0.9},
+        predictor=loan, version=1, run=run, schema_version=1, **factories.stored_artifact("models/loan-approval/v1.skops"),
+        metrics={"accuracy": 0.9},
     )
     TrainingRun.objects.create(predictor=loan, status=TrainingRun.Status.FAILED, error="Traceback <boom>")
 

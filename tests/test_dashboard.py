@@ -77,8 +77,8 @@ def otto_client(client, operator):
 def _version(loan, number: int, stage: str, metrics: dict) -> ModelVersion:
     run = TrainingRun.objects.create(predictor=loan, status="succeeded", metrics=metrics)
     return ModelVersion.objects.create(
-        predictor=loan, version=number, run=run, stage=stage, schema_version=1, artifact=(name := f"models/v{number}.skops"),
-        artifact_sha256=factories.stored_file(name), metrics=metrics,
+        predictor=loan, version=number, run=run, stage=stage, schema_version=1,
+        **factories.stored_artifact(f"models/v{number}.skops"), metrics=metrics,
     )
 
 

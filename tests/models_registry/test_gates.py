@@ -34,7 +34,7 @@ def _version(predictor, number: int, *, metrics=None, champion_metrics=None, fai
     )
     return ModelVersion.objects.create(
         predictor=predictor, version=number, run=run, schema_version=predictor.schema_version,
-        artifact=(name := f"models/{predictor.slug}/v{number}.skops"), artifact_sha256=factories.stored_file(name), metrics=metrics,
+        **factories.stored_artifact(f"models/{predictor.slug}/v{number}.skops"), metrics=metrics,
         stage=stage, gates=gates or [],
     )
 
