@@ -9,14 +9,11 @@ no signal receiver needs to see: a prediction (django-simple-history skips creat
 HistoryFromFirstChange models anyway; a test checks no other receiver is connected) and
 history rows (gateway.history: no receiver listens for their saves either).
 
-On PostgreSQL (unless DATABASE_PREPARED_STATEMENTS=false) the INSERT's values are bound by
-the server: Django's default client-side binding quotes every value into the SQL text,
-which on /predict cost more CPU than anything else the INSERT does. It is not a psycopg
-prepared statement: once psycopg has prepared one on a session, every ROLLBACK there makes
-it DEALLOCATE ALL, which would drop claim-next's own prepared statement (review.services)
-too. Its JSON values are written by orjson. While a connection logs its queries (DEBUG,
-assertNumQueries) or has execute wrappers, the INSERT goes through Django's cursor, so
-they see it."""
+On PostgreSQL (unless DATABASE_PREPARED_STATEMENTS=false) the INSERT is a prepared
+statement with its values bound by the server (gateway.pgsession): Django's default
+client-side binding quotes every value into the SQL text, which on /predict cost more CPU
+than anything else the INSERT does, and the database parsed and planned the same INSERT
+anew each time. Its JSON values are written by orjson."""
 from __future__ import annotations
 
 import json
@@ -27,6 +24,8 @@ from django.conf import settings
 from django.db import connections, router
 
 from config import jsonfast
+
+from .pgsession import session_execute
 
 try:
     from psycopg.types.json import Jsonb
@@ -69,12 +68,12 @@ def row_insert(instance) -> None:
     connection = connections[alias]
     sql, fields, returning = _statement(model, connection, with_pk=with_pk)
     params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    if (connection.vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS and not connection.queries_logged
-            and not connection.execute_wrappers):
+    if connection.vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS:
         for param in params:
             if type(param) is Jsonb and param.dumps is json.dumps:  # a JSONField without an encoder of its own
                 param.dumps = _json_dumps
-        row = _server_bound_execute(connection, sql, params, returning)
+        rows, _ = session_execute(connection, sql, params, prepare=True)
+        row = rows[0] if returning else None
     else:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -96,21 +95,3 @@ def _json_dumps(value) -> bytes:
 def _refuse(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
-
-def _server_bound_execute(connection, sql: str, params: list, returning: bool):
-    """Execute on the connection's psycopg session with server-side binding (not prepared: see
-    the module's docstring). What Django's cursor adds that matters here is kept:
-    its checks that the transaction is usable and that no async code calls in, and its
-    error classes (a database outage is django.db.OperationalError, answered 503 by the
-    middleware). The caller takes Django's cursor when queries are logged or wrapped."""
-    import psycopg
-
-    connection.validate_no_broken_transaction()
-    with connection.wrap_database_errors:
-        connection.ensure_connection()
-        cursor = psycopg.Cursor(connection.connection)
-        try:
-            cursor.execute(sql, params, prepare=False)
-            return cursor.fetchone() if returning else None
-        finally:
-            cursor.close()

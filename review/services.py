@@ -6,7 +6,6 @@ Lock order, everywhere: review task, then prediction, then appeal."""
 from __future__ import annotations
 
 import logging
-import weakref
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -17,6 +16,7 @@ from django.utils import timezone
 from gateway.answers import prediction_answer
 from gateway.history import HISTORY_RECORDED, history_recorded
 from gateway.models import AnswerSource, Prediction, PredictionStatus
+from gateway.pgsession import session_execute
 from gateway.schema import output_error
 
 from .models import (
@@ -121,24 +121,23 @@ def _claim_statement(*, now, reviewer_id: int) -> tuple[str, list, tuple[bool, .
     return sql, params, tuple(variable)
 
 
-# On PostgreSQL, claim-next is one statement, prepared once per connection: the claim, the
-# lease, and the task's history rows (its creation record when this is its first change,
-# then the claim, by the reviewer), which otherwise took six round trips (BEGIN, the claim,
-# the creation record, the UPDATE, the change record, COMMIT) and about 2 ms of ORM work.
-# Its constants (the claimable statuses, the appeal kind) are written into the prepared
-# text and only the time and the reviewer are parameters, so the plan PostgreSQL keeps for
-# it can use the partial index of claimable tasks: with the statuses as parameters the only
-# reusable plan was a scan and sort of the whole table, so every claim was planned afresh
-# (three anti-joins: about 1 ms of the database's CPU, several when its caches are cold).
-# A prepared statement lives as long as its connection and survives a rolled-back
-# transaction; a new connection prepares its own. With
-# OZ_DB_PREPARED_STATEMENTS=false (PgBouncer in transaction pooling mode hands a connection's
-# next transaction to another server session) and on other databases, claim-next takes the
-# portable path below it, through the ORM and simple-history, with the same outcome.
-_CLAIM_PREPARED_NAME = "oz_claim_next"
-_claim_prepared_on: weakref.WeakSet = weakref.WeakSet()
+# On PostgreSQL, claim-next is one statement, prepared by psycopg once per session
+# (gateway.pgsession): the claim, the lease, and the task's history rows (its creation
+# record when this is its first change, then the claim, by the reviewer), which otherwise
+# took six round trips (BEGIN, the claim, the creation record, the UPDATE, the change
+# record, COMMIT) and about 2 ms of ORM work. Its constants (the claimable statuses, the
+# appeal kind) are written into the prepared text and only the time and the reviewer are
+# parameters, so the plan PostgreSQL keeps for it can use the partial index of claimable
+# tasks: with the statuses as parameters the only reusable plan was a scan and sort of the
+# whole table, so every claim was planned afresh (three anti-joins: about 1 ms of the
+# database's CPU, several when its caches are cold). With
+# OZ_DB_PREPARED_STATEMENTS=false (a pooler that hands a connection's next transaction to
+# another server session) and on other databases, claim-next takes the portable path below
+# it, through the ORM and simple-history, with the same outcome.
 _claim_recorded_statements: dict[str, str | None] = {}
+_claim_prepared_texts: dict[str, str] = {}
 _CLAIM_SETS = ("status", "claimed_by", "claimed_at", "lease_expires_at")
+_claim_columns: dict[tuple[str, tuple[str, ...]], list] = {}
 
 
 def _claim_recorded_sql(alias: str, claim_sql: str) -> str | None:
@@ -175,29 +174,47 @@ def _claim_recorded_sql(alias: str, claim_sql: str) -> str | None:
     return sql
 
 
-def _claim_execute(alias: str, sql: str, params: list, variable: tuple[bool, ...]) -> str:
-    """`EXECUTE` of the claim statement `sql`, preparing it first on a connection that has
-    not: the parameters that vary become $1, $2, …; the others are written in as literals.
-    The EXECUTE takes the varying parameters, in order."""
-    connection = connections[alias]
-    connection.ensure_connection()
-    session = connection.connection
-    if session not in _claim_prepared_on:
+def _claim_prepared_text(alias: str, sql: str, params: list, variable: tuple[bool, ...]) -> str:
+    """The claim statement `sql` as it is prepared: the parameters that vary stay
+    placeholders; the others are written in as literals."""
+    text = _claim_prepared_texts.get(alias)
+    if text is None:
         from psycopg import sql as pgsql
 
+        connection = connections[alias]
+        connection.ensure_connection()
         parts = sql.split("%s")
-        body, number = [parts[0]], 0
+        body = [parts[0]]
         for part, value, varies in zip(parts[1:], params, variable, strict=True):
-            if varies:
-                number += 1
-                body.append(f"${number}")
-            else:
-                body.append(pgsql.Literal(value).as_string(session))
+            body.append("%s" if varies else pgsql.Literal(value).as_string(connection.connection).replace("%", "%%"))
             body.append(part)
-        with connection.cursor() as cursor:
-            cursor.execute(f"PREPARE {_CLAIM_PREPARED_NAME} AS {''.join(body)}")
-        _claim_prepared_on.add(session)
-    return f"EXECUTE {_CLAIM_PREPARED_NAME} ({', '.join(['%s'] * sum(variable))})"
+        text = _claim_prepared_texts[alias] = "".join(body)
+    return text
+
+
+def _task_from_row(alias: str, names: list[str], row: tuple) -> ReviewTask:
+    """A ReviewTask from a row of the claim statement, its values converted as the ORM
+    converts them (JSON columns arrive as text)."""
+    connection = connections[alias]
+    columns = _claim_columns.get((alias, tuple(names)))
+    if columns is None:
+        by_column = {f.column: f for f in ReviewTask._meta.concrete_fields}
+        columns = []
+        for index, name in enumerate(names):
+            field = by_column.get(name)
+            if field is not None:
+                col = field.get_col(ReviewTask._meta.db_table)
+                converters = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+                columns.append((index, field.attname, col, converters))
+        _claim_columns[(alias, tuple(names))] = columns
+    attnames, values = [], []
+    for index, attname, col, converters in columns:
+        value = row[index]
+        for converter in converters:
+            value = converter(value, col, connection)
+        attnames.append(attname)
+        values.append(value)
+    return ReviewTask.from_db(alias, attnames, values)
 
 
 def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
@@ -219,10 +236,13 @@ def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
         variable = (*variable, True, True, True, True)
         if recorded.count("%s") != len(params) or "%%" in recorded:
             raise RuntimeError("the claim statement and its parameters disagree")
-        execute = _claim_execute(alias, recorded, params, variable)
-        task = next(iter(ReviewTask.objects.raw(execute, [p for p, v in zip(params, variable, strict=True) if v])), None)
-        if task is None:
+        text = _claim_prepared_text(alias, recorded, params, variable)
+        rows, names = session_execute(
+            connections[alias], text, [p for p, v in zip(params, variable, strict=True) if v], prepare=True
+        )
+        if not rows:
             return None
+        task = _task_from_row(alias, names, rows[0])
         task._history_begun = True  # its creation record, when it needed one, is written
     else:
         with transaction.atomic():

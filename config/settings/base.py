@@ -99,10 +99,23 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE",
 # failover the first request on each thread reconnects instead of failing.
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Claim-next runs as a prepared statement on PostgreSQL (review.services). Turn off behind
-# PgBouncer in transaction pooling mode, where a connection's next transaction may run in
-# another server session.
+# Claim-next and /predict's INSERT run as prepared statements on PostgreSQL (gateway.pgsession).
+# Turn off behind a pooler that does not track prepared statements (PgBouncer before 1.21, or
+# without max_prepared_statements, in transaction pooling mode), where a connection's next
+# transaction may run in another server session.
 OZ_DB_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+
+
+def database_prepared_statements(database: dict) -> dict:
+    """Let psycopg prepare the statements Oz asks it to (gateway.pgsession). Django's default,
+    no threshold, turns preparing off altogether; a threshold no statement reaches prepares
+    only what asks to be (Django's own cursors bind on the client and never prepare)."""
+    if OZ_DB_PREPARED_STATEMENTS and "postgresql" in database.get("ENGINE", ""):
+        database.setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
+    return database
+
+
+database_prepared_statements(DATABASES["default"])
 
 
 REDIS_URL = env("REDIS_URL", default="")

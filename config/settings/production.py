@@ -2,7 +2,7 @@
 from config.logs import caller_lookup_off
 
 from .base import *  # noqa: F403
-from .base import env, logging_config, redact_logging
+from .base import database_prepared_statements, env, logging_config, redact_logging
 
 # No default: without DJANGO_SECRET_KEY the process refuses to start.
 SECRET_KEY = env("DJANGO_SECRET_KEY")
@@ -31,3 +31,4 @@ caller_lookup_off()
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
+database_prepared_statements(DATABASES["default"])

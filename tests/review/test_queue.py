@@ -175,9 +175,12 @@ def test_review_api_flow(loan, client_api, reviewer_api, make_api):
     assert prediction["status"] == "answered" and prediction["source"] == "human"
 
 
+_CLAIM_PREPARED = "FROM pg_prepared_statements WHERE statement LIKE 'WITH picked AS (SELECT %%review_reviewtask%%'"
+
+
 def _claim_plan_prepared() -> bool:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'oz_claim_next'")
+        cursor.execute(f"SELECT count(*) {_CLAIM_PREPARED}")
         return cursor.fetchone()[0] == 1
 
 
@@ -190,6 +193,7 @@ def test_claim_next_is_planned_once_per_connection_and_again_after_a_reconnect(l
     # As in a process's first claim, outside any transaction: nothing compiled yet.
     services._claim_statements.clear()
     services._claim_recorded_statements.clear()
+    services._claim_prepared_texts.clear()
     connection.close()
     assert not _claim_plan_prepared()  # a new session has none
     assert review_task_claim_next(reviewer=user).pk == tasks[0].pk
@@ -212,7 +216,7 @@ def test_claim_next_reuses_one_plan_instead_of_planning_every_claim(loan, review
     claimed = [review_task_claim_next(reviewer=user) for _ in range(8)]
     assert [t.pk for t in claimed] == [t.pk for t in tasks]
     with connection.cursor() as cursor:
-        cursor.execute("SELECT generic_plans, custom_plans, statement FROM pg_prepared_statements WHERE name = 'oz_claim_next'")
+        cursor.execute(f"SELECT generic_plans, custom_plans, statement {_CLAIM_PREPARED}")
         generic, custom, statement = cursor.fetchone()
     assert generic >= 3 and custom <= 5, (generic, custom)
     assert "'open'" in statement and "'claimed'" in statement and "$1" in statement
@@ -220,14 +224,17 @@ def test_claim_next_reuses_one_plan_instead_of_planning_every_claim(loan, review
 
 @pytest.mark.django_db(transaction=True)
 def test_claim_next_still_works_after_predictions_and_a_rolled_back_transaction(loan, reviewer, client_api):
-    # /predict's INSERT runs on the same session as claim-next's prepared statement. Were it
-    # a psycopg prepared statement, psycopg would answer the next ROLLBACK with DEALLOCATE ALL
-    # and the claim's statement would be gone: "prepared statement does not exist", a 500.
+    # /predict's INSERT and claim-next are both prepared by psycopg on the same session. A
+    # ROLLBACK there makes psycopg DEALLOCATE ALL; the next claim must prepare again, not
+    # fail with "prepared statement does not exist" (a 500).
     from django.db import transaction
 
     user, _ = reviewer
     for _ in range(3):
         assert client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json").status_code == 202
+    with connection.cursor() as cursor:
+        cursor.execute("""SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO "gateway_prediction" %%'""")
+        assert cursor.fetchone()[0] == 1  # prepared once, run three times
     assert review_task_claim_next(reviewer=user) is not None
     with pytest.raises(RuntimeError), transaction.atomic():  # any failed request or task: a ROLLBACK
         client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json")
