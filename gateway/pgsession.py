@@ -47,9 +47,10 @@ def session_execute(connection, sql: str, params, *, prepare: bool) -> tuple[lis
                 _logged(connection, cursor, executor, sql, params)
             else:
                 executor(sql, params, False, {"connection": connection, "cursor": cursor})
-            if cursor.description is None:
+            description = cursor.description  # built anew on each access
+            if description is None:
                 return [], []
-            return cursor.fetchall(), [column.name for column in cursor.description]
+            return cursor.fetchall(), [column.name for column in description]
         finally:
             cursor.close()
 
