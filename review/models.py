@@ -81,7 +81,8 @@ class ReviewTask(HistoryFromFirstChange, models.Model):
 class Decision(models.Model):
     """A reviewer's answer to a task, kept even when later superseded."""
 
-    task = models.ForeignKey(ReviewTask, on_delete=models.CASCADE, related_name="decisions")
+    # Indexed by the unique (task, reviewer) constraint, which leads with it.
+    task = models.ForeignKey(ReviewTask, on_delete=models.CASCADE, related_name="decisions", db_index=False)
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
     output = models.JSONField()
     note = models.TextField(blank=True)
