@@ -11,7 +11,12 @@ reconnect) starts with none.
 
 psycopg prepares only where the connection allows it: settings `database_prepared_statements`
 sets a `prepare_threshold` no statement reaches, so nothing is prepared unless it asks (with
-DATABASE_PREPARED_STATEMENTS=false none is set, and psycopg prepares nothing).
+DATABASE_PREPARED_STATEMENTS=false none is set, and psycopg prepares nothing). With a
+threshold set, psycopg also counts the statements Django's own cursors send (the 100 most
+recent distinct texts per connection, never prepared) and sends DEALLOCATE ALL after a
+ROLLBACK TO SAVEPOINT as after a ROLLBACK. psycopg keys a prepared statement by its text and
+its parameters' types, so a statement run with a NULL where it once had a value is
+prepared a second time.
 
 What Django's cursor adds that matters is kept: its checks that the transaction is usable
 and that no async code calls in, its error classes (a database outage is
@@ -33,6 +38,7 @@ def session_execute(connection, sql: str, params, *, prepare: bool) -> tuple[lis
 
     connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
+        connection.close_if_health_check_failed()  # as Django's cursor: a stale connection reconnects
         connection.ensure_connection()
         connection.validate_thread_sharing()
         cursor = psycopg.Cursor(connection.connection)

@@ -106,16 +106,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 OZ_DB_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 
 
-def database_prepared_statements(database: dict) -> dict:
-    """Let psycopg prepare the statements Oz asks it to (gateway.pgsession). Django's default,
-    no threshold, turns preparing off altogether; a threshold no statement reaches prepares
-    only what asks to be (Django's own cursors bind on the client and never prepare)."""
-    if OZ_DB_PREPARED_STATEMENTS and "postgresql" in database.get("ENGINE", ""):
-        database.setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
-    return database
+def database_prepared_statements(databases: dict) -> dict:
+    """Let psycopg prepare the statements Oz asks it to (gateway.pgsession), on every
+    PostgreSQL database. Django's default, no threshold, turns preparing off altogether; a
+    threshold no statement reaches prepares only what asks to be (Django's own cursors bind
+    on the client and never prepare)."""
+    for database in databases.values():
+        if OZ_DB_PREPARED_STATEMENTS and "postgresql" in database.get("ENGINE", ""):
+            database.setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
+    return databases
 
 
-database_prepared_statements(DATABASES["default"])
+database_prepared_statements(DATABASES)
 
 
 REDIS_URL = env("REDIS_URL", default="")

@@ -31,4 +31,4 @@ caller_lookup_off()
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
-database_prepared_statements(DATABASES["default"])
+database_prepared_statements(DATABASES)
