@@ -100,7 +100,7 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE",
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Claim-next and /predict's INSERT run as prepared statements on PostgreSQL (gateway.pgsession).
-# Turn off behind a pooler that does not track prepared statements (PgBouncer before 1.21, or
+# Turn off behind a pooler that does not track prepared statements (PgBouncer before 1.22, or
 # without max_prepared_statements, in transaction pooling mode), where a connection's next
 # transaction may run in another server session.
 OZ_DB_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
