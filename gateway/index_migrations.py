@@ -54,8 +54,9 @@ def index_drop(schema_editor, spec: IndexSpec) -> None:
 
 
 def index_swap(*, build: list[IndexSpec], drop: list[IndexSpec]):
-    """RunPython's forwards and backwards for replacing the `drop` indexes with the `build`
-    ones: the new are built before the old go, both ways."""
+    """The database side of a migration replacing the `drop` indexes with the `build` ones:
+    the new are built before the old go, both ways. The migration must be `atomic = False`."""
+    from django.db import migrations
 
     def forwards(apps, schema_editor):
         for spec in build:
@@ -69,4 +70,4 @@ def index_swap(*, build: list[IndexSpec], drop: list[IndexSpec]):
         for spec in build:
             index_drop(schema_editor, spec)
 
-    return forwards, backwards
+    return migrations.RunPython(forwards, backwards, atomic=False)

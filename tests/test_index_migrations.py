@@ -61,12 +61,12 @@ def test_an_index_left_invalid_by_an_interrupted_build_is_built_again():
 def test_a_swap_builds_the_new_index_before_dropping_the_old_and_reverses():
     old = IndexSpec("oz_test_old_idx", "review_decision", ("reviewer_id",))
     new = IndexSpec("oz_test_new_idx", "review_decision", ("reviewer_id", "created_at"))
-    forwards, backwards = index_swap(build=[new], drop=[old])
+    swap = index_swap(build=[new], drop=[old])
     _run(index_build, old)
-    steps = _run(lambda editor: forwards(None, editor))
+    steps = _run(lambda editor: swap.code(None, editor))
     assert [s.split('"')[1] for s in steps if s.startswith(("CREATE", "DROP"))] == ["oz_test_new_idx", "oz_test_old_idx"]
     assert (_state(new.name), _state(old.name)) == ("valid", None)
-    steps = _run(lambda editor: backwards(None, editor))
+    steps = _run(lambda editor: swap.reverse_code(None, editor))
     assert [s.split('"')[1] for s in steps if s.startswith(("CREATE", "DROP"))] == ["oz_test_old_idx", "oz_test_new_idx"]
     assert (_state(new.name), _state(old.name)) == (None, "valid")
     _run(index_drop, old)

@@ -7,7 +7,7 @@ from gateway.index_migrations import IndexSpec, index_swap
 # LIKE twin (which db_index added, and copied to the history table, never searched by
 # token), and the index on predictor_id alone goes: (predictor_id, status) serves those
 # lookups. Built and dropped without blocking writes (gateway/index_migrations.py).
-_forwards, _backwards = index_swap(
+_INDEXES = index_swap(
     build=[IndexSpec("prediction_appeal_token_idx", "gateway_prediction", ("appeal_token_sha256",))],
     drop=[
         IndexSpec("gateway_prediction_appeal_token_sha256_402c5986", "gateway_prediction", ("appeal_token_sha256",)),
@@ -53,6 +53,6 @@ class Migration(migrations.Migration):
                                             related_name="predictions", to="gateway.predictor"),
                 ),
             ],
-            database_operations=[migrations.RunPython(_forwards, _backwards, atomic=False)],
+            database_operations=[_INDEXES],
         ),
     ]

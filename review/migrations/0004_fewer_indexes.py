@@ -5,7 +5,7 @@ from gateway.index_migrations import IndexSpec, index_swap
 
 # A decision's index on task_id alone duplicates the unique (task, reviewer) constraint,
 # which leads with it. Dropped without blocking writes (gateway/index_migrations.py).
-_forwards, _backwards = index_swap(
+_INDEXES = index_swap(
     build=[],
     drop=[IndexSpec("review_decision_task_id_7cd6da32", "review_decision", ("task_id",))],
 )
@@ -28,6 +28,6 @@ class Migration(migrations.Migration):
                                             related_name="decisions", to="review.reviewtask"),
                 ),
             ],
-            database_operations=[migrations.RunPython(_forwards, _backwards, atomic=False)],
+            database_operations=[_INDEXES],
         ),
     ]
