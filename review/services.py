@@ -11,6 +11,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import connections, router, transaction
+from django.db.models.sql import Query
 from django.utils import timezone
 
 from gateway.answers import prediction_answer
@@ -137,7 +138,7 @@ def _claim_statement(*, now, reviewer_id: int) -> tuple[str, list, tuple[bool, .
 _claim_recorded_statements: dict[str, str | None] = {}
 _claim_prepared_texts: dict[str, str] = {}
 _CLAIM_SETS = ("status", "claimed_by", "claimed_at", "lease_expires_at")
-_claim_columns: dict[tuple[str, tuple[str, ...]], list] = {}
+_claim_columns: dict[tuple[str, tuple[str, ...]], tuple] = {}
 
 
 def _claim_recorded_sql(alias: str, claim_sql: str) -> str | None:
@@ -193,28 +194,19 @@ def _claim_prepared_text(alias: str, sql: str, params: list, variable: tuple[boo
 
 
 def _task_from_row(alias: str, names: list[str], row: tuple) -> ReviewTask:
-    """A ReviewTask from a row of the claim statement, its values converted as the ORM
-    converts them (JSON columns arrive as text)."""
+    """A ReviewTask from a row of the claim statement, its values converted as a raw query's
+    are (Django's compiler converters: JSON columns arrive as text)."""
     connection = connections[alias]
-    columns = _claim_columns.get((alias, tuple(names)))
-    if columns is None:
+    compiler = connection.ops.compiler("SQLCompiler")(Query(ReviewTask), connection, alias)
+    found = _claim_columns.get((alias, tuple(names)))
+    if found is None:
         by_column = {f.column: f for f in ReviewTask._meta.concrete_fields}
-        columns = []
-        for index, name in enumerate(names):
-            field = by_column.get(name)
-            if field is not None:
-                col = field.get_col(ReviewTask._meta.db_table)
-                converters = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
-                columns.append((index, field.attname, col, converters))
-        _claim_columns[(alias, tuple(names))] = columns
-    attnames, values = [], []
-    for index, attname, col, converters in columns:
-        value = row[index]
-        for converter in converters:
-            value = converter(value, col, connection)
-        attnames.append(attname)
-        values.append(value)
-    return ReviewTask.from_db(alias, attnames, values)
+        fields = [by_column.get(name) for name in names]  # None: the history annotation
+        converters = compiler.get_converters([f.get_col(f.model._meta.db_table) if f else None for f in fields])
+        found = _claim_columns[(alias, tuple(names))] = (fields, converters)
+    fields, converters = found
+    values = next(compiler.apply_converters([row], converters))
+    return ReviewTask.from_db(alias, [f.attname for f in fields if f], [v for f, v in zip(fields, values, strict=True) if f])
 
 
 def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
