@@ -182,6 +182,8 @@ def _claim_prepared_text(alias: str, sql: str, params: list, variable: tuple[boo
     if text is None:
         from psycopg import sql as pgsql
 
+        if sql.count("%s") != len(params) or "%%" in sql:
+            raise RuntimeError("the claim statement and its parameters disagree")
         connection = connections[alias]
         connection.ensure_connection()
         parts = sql.split("%s")
@@ -226,8 +228,6 @@ def review_task_claim_next(*, reviewer, now=None) -> ReviewTask | None:
     if recorded is not None:
         params = [*params, TaskStatus.CLAIMED.value, reviewer.pk, now, lease_end]
         variable = (*variable, True, True, True, True)
-        if recorded.count("%s") != len(params) or "%%" in recorded:
-            raise RuntimeError("the claim statement and its parameters disagree")
         text = _claim_prepared_text(alias, recorded, params, variable)
         rows, names = session_execute(
             connections[alias], text, [p for p, v in zip(params, variable, strict=True) if v], prepare=True
