@@ -195,6 +195,15 @@ def process_tree_cpu_seconds(root: int) -> float:
     return sum(_cpu_with_reaped_children(pid) for pid in tree)
 
 
+def children_cpu_seconds(root: int) -> dict[int, float]:
+    """CPU time of each live child of a process (a server's workers) and its descendants."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None and int(fields[1]) == root:
+            children.append(int(entry))
+    return {pid: process_tree_cpu_seconds(pid) for pid in children}
+
+
 def _status_kib(field: str) -> int | None:
     try:
         with open("/proc/self/status") as status:

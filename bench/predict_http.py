@@ -8,7 +8,8 @@ own labels) is served by:
 
   oz model      gunicorn + Django on PostgreSQL, production settings: API key auth, throttle,
                 validation, routing, the ONNX model, one INSERT per prediction, a log event
-  oz human      the same request to a human-mode predictor: INSERT prediction + review task
+  oz human      the same request to a human-mode predictor: the prediction and its review task,
+                INSERTed by one statement
   oz rule       the same request to a rule-mode predictor
   floor sklearn a bare WSGI app calling the same scikit-learn pipeline (bench/minimal_wsgi.py)
   floor onnx    a bare WSGI app calling the same ONNX graph Oz serves
@@ -318,11 +319,18 @@ def postgres_cpu_seconds() -> float:
 
 
 def measured_run(server: Server, url: str, script: Path, duration: float, connections: int) -> dict:
-    """One wrk run, with the CPU time the server and the database spent during it."""
-    server0, db0 = server.cpu_seconds(), postgres_cpu_seconds()
+    """One wrk run, with the CPU time the server and the database spent during it, and how
+    the server's CPU time fell on its workers: wrk's keep-alive connections stay with the
+    worker that accepted them, and an uneven share (say 3 of 4 on one worker) costs a round
+    part of its throughput, whatever the server."""
+    from bench._common import children_cpu_seconds
+
+    server0, db0, workers0 = server.cpu_seconds(), postgres_cpu_seconds(), children_cpu_seconds(server.proc.pid)
     figures = wrk_run(url, script, duration, connections)
     figures["server_cpu_s"] = server.cpu_seconds() - server0
     figures["db_cpu_s"] = postgres_cpu_seconds() - db0
+    spent = [cpu - workers0.get(pid, 0.0) for pid, cpu in children_cpu_seconds(server.proc.pid).items()]
+    figures["worker_cpu_shares"] = sorted((round(s / sum(spent), 2) for s in spent), reverse=True) if sum(spent) > 0 else []
     return figures
 
 
@@ -469,6 +477,7 @@ def _median_run(figures: list[dict]) -> dict:
         "requests": sum(f["requests"] for f in figures),
         "non_2xx": sum(f["non_2xx"] for f in figures), "socket_errors": sum(f["socket_errors"] for f in figures),
         "rps_by_round": [round(f["rps"], 1) for f in figures],
+        "worker_cpu_shares_by_round": [f["worker_cpu_shares"] for f in figures],
         # CPU per request over all rounds: steadier than req/s where other work shares the CPUs.
         "server_cpu_ms_per_request": 1000 * sum(f["server_cpu_s"] for f in figures) / max(1, sum(f["requests"] for f in figures)),
         "db_cpu_ms_per_request": 1000 * sum(f["db_cpu_s"] for f in figures) / max(1, sum(f["requests"] for f in figures)),
@@ -499,6 +508,8 @@ def summarise(runs: dict, args, oz: dict, stored: dict) -> dict:
         goals[f"oz model requests per CPU second >= 0.5x {name}"] = {"value": round(by_cpu, 3), "met": by_cpu >= 0.5}
     share = human["rps"] / model["rps"]
     goals["oz human req/s >= 0.7x oz model"] = {"value": round(share, 3), "met": share >= 0.7}
+    share = model["cpu_ms_per_request"] / human["cpu_ms_per_request"]
+    goals["oz human requests per CPU second >= 0.7x oz model"] = {"value": round(share, 3), "met": share >= 0.7}
     return {
         "bench": "predict_http",
         "settings": {"duration_s": args.duration, "rounds": args.rounds, "connections": args.connections,
@@ -526,6 +537,12 @@ def print_report(report: dict) -> None:
               f"{row['db_cpu_ms_per_request']:9.2f} {errors:7d}")
     print(f"(x floor: against '{report['floor']}', the faster bare WSGI app; cpu ms/req: the server's processes, "
           "db ms/req: PostgreSQL's, per request over all rounds)")
+    print("req/s by round, and the busiest worker's share of the server's CPU (an uneven split of wrk's "
+          "connections over the workers slows a round):")
+    for name, row in report["rows"].items():
+        rounds = ", ".join(f"{rps:.0f} ({shares[0]:.0%})" if shares else f"{rps:.0f}"
+                           for rps, shares in zip(row["rps_by_round"], row["worker_cpu_shares_by_round"], strict=True))
+        print(f"  {name:16} {rounds}")
     for goal, result in report["goals"].items():
         print(f"goal {goal}: {result['value']:.2f} -> {'met' if result['met'] else 'NOT met'}")
     print("predictions stored: " + ", ".join(f"{k} {v}" for k, v in sorted(report["predictions_stored"].items())))

@@ -13,7 +13,7 @@ from django.utils import timezone
 from models_registry import serving
 from models_registry.explain import answer_explanation, explanations_follow_up
 from review.models import ReviewTask, TaskKind, TaskStatus
-from review.services import review_task_create
+from review.services import review_task_build
 
 from . import serving_cache
 from .answers import webhook_enqueue
@@ -31,7 +31,7 @@ from .models import (
     UserToken,
 )
 from .routing import Answer, NoModel, Route, route_decide
-from .rows import row_insert
+from .rows import rows_insert
 from .rules import NoRuleMatched, rules_evaluate
 from .schema import FieldError, routing_errors
 
@@ -170,19 +170,25 @@ def prediction_create(
             setattr(prediction, name, value)
     elif policy.human_sla_seconds:
         prediction.sla_due_at = now + timedelta(seconds=policy.human_sla_seconds)
+    # The review task of a request nothing answered at once (routed to people, or the model
+    # unsure, failing or missing) and a QA-sample task go in with the prediction, in the
+    # same statement.
+    task = None
+    rows = [prediction]
+    if not answer:
+        suggestion = decision.suggestion.as_suggestion() if decision.suggestion is not None else None
+        task = review_task_build(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route), suggestion=suggestion)
+        rows.append(task)
+    if decision.qa_sample:
+        rows.append(review_task_build(
+            prediction=prediction, kind=TaskKind.QA_SAMPLE,
+            reason=f"quality sample of {answer.source} answers ({policy.qa_sample_percent:g}%)",
+        ))
+
     def write() -> None:
-        row_insert(prediction)  # save(force_insert=True), without compiling the INSERT each time
-        task = None
+        rows_insert(*rows)  # one statement on PostgreSQL, without compiling the INSERTs each time
         if answer:
             webhook_enqueue(prediction=prediction, event="prediction.answered")
-        else:
-            suggestion = decision.suggestion.as_suggestion() if decision.suggestion is not None else None
-            task = review_task_create(prediction=prediction, kind=decision.task_kind, reason=_task_reason(route), suggestion=suggestion)
-        if decision.qa_sample:
-            review_task_create(
-                prediction=prediction, kind=TaskKind.QA_SAMPLE,
-                reason=f"quality sample of {answer.source} answers ({policy.qa_sample_percent:g}%)",
-            )
         if decision.shadow:
             from .tasks import shadow_predict
 
@@ -190,12 +196,14 @@ def prediction_create(
         # The kept explanation samples and the low-confidence suggestion's explanation (Celery, on commit).
         explanations_follow_up(prediction=prediction, version=champion, explanation=explained, task=task)
 
-    # Most answers are one row: a single INSERT needs no transaction of its own (BEGIN and
-    # COMMIT would be two more round trips on the hot path). Anything that writes a second
-    # row (a task, a webhook, a kept explanation) or may race on an Idempotency-Key is atomic.
-    one_row = answer is not None and not callback_url and not decision.qa_sample and explained is None and not idempotency_key
+    # The rows are written by one statement, or atomically by rows_insert, so most requests
+    # need no transaction of their own (BEGIN and COMMIT would be two more round trips on
+    # the hot path); Celery tasks asked for after it are sent at once, the rows being
+    # there. Anything else that writes (a webhook delivery, a kept explanation) or may race
+    # on an Idempotency-Key is atomic with them.
+    one_statement = not callback_url and explained is None and not idempotency_key
     try:
-        if one_row:
+        if one_statement:
             write()
         else:
             with transaction.atomic():

@@ -324,10 +324,11 @@ _sample_budget = SampleBudget()
 
 
 def explanations_follow_up(*, prediction, version: ModelVersion | None, explanation: Explanation | None, task=None) -> None:
-    """Called by prediction_create inside its transaction. A model answer explained for the
-    client keeps a sample at once (it is computed already); one in the sampled share gets a
-    Celery task on commit that explains it. A low-confidence review task gets a Celery task
-    that adds the explanation to its suggestion. Nothing else costs anything."""
+    """Called by prediction_create once its rows are written (inside its transaction when it
+    has one; the Celery tasks asked for here are sent when that commits). A model answer
+    explained for the client keeps a sample at once (it is computed already); one in the
+    sampled share gets a Celery task that explains it. A low-confidence review task gets a
+    Celery task that adds the explanation to its suggestion. Nothing else costs anything."""
     from gateway.messaging import task_send_on_commit
     from gateway.models import AnswerSource
 

@@ -49,7 +49,16 @@ def _lease_end(now):
     return now + timedelta(seconds=settings.OZ_REVIEW_LEASE_SECONDS)
 
 
-def review_task_create(
+def review_task_create(**fields) -> ReviewTask:
+    """Queue a task for a prediction (the arguments are review_task_build's). Call inside
+    the transaction that wrote the prediction (or the appeal), so neither exists without
+    the other."""
+    task = review_task_build(**fields)
+    task.save(force_insert=True)
+    return task
+
+
+def review_task_build(
     *,
     prediction: Prediction,
     kind: str = TaskKind.ROUTED,
@@ -58,12 +67,13 @@ def review_task_create(
     excluded_reviewer=None,
     suggestion: dict | None = None,
 ) -> ReviewTask:
-    """Queue a task for a prediction. Call inside the transaction that wrote the prediction
-    (or the appeal), so neither exists without the other. Routed, low-confidence and QA
-    tasks need the predictor's `reviews_required` agreeing reviewers; adjudications and
-    appeals are settled by one. `suggestion` is what a model said, shown to the reviewer."""
+    """A review task for a prediction, not saved yet (/predict inserts it with its prediction
+    in one statement, gateway.rows.rows_insert; review_task_create saves it). Routed,
+    low-confidence and QA tasks need the predictor's `reviews_required` agreeing reviewers;
+    adjudications and appeals are settled by one. `suggestion` is what a model said, shown
+    to the reviewer."""
     needs_consensus = kind in (TaskKind.ROUTED, TaskKind.LOW_CONFIDENCE, TaskKind.QA_SAMPLE)
-    return ReviewTask.objects.create(
+    return ReviewTask(
         prediction=prediction,
         predictor_id=prediction.predictor_id,
         kind=kind,

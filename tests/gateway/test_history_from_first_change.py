@@ -76,14 +76,16 @@ def test_a_task_claimed_again_after_a_release_is_not_recorded_as_created_twice(l
     assert created.history_date == task.created_at and created.claimed_at is None
 
 
-def test_nothing_else_needs_to_see_a_prediction_being_created():
-    # /predict inserts predictions with gateway.rows.row_insert, which sends no signals: that
-    # is only right while no receiver (other than django-simple-history's, which skips the
-    # creation of these rows anyway) listens for a prediction's save.
+@pytest.mark.parametrize("model", [Prediction, ReviewTask], ids=["prediction", "review task"])
+def test_nothing_else_needs_to_see_a_prediction_or_task_being_created(model):
+    # /predict inserts predictions and their review tasks with gateway.rows.rows_insert, which
+    # sends no signals: that is only right while no receiver (other than
+    # django-simple-history's, which skips the creation of these rows anyway) listens for
+    # their saves.
     from django.db.models.signals import post_save, pre_save
 
     for signal in (pre_save, post_save):
-        sync_receivers, async_receivers = signal._live_receivers(Prediction)
+        sync_receivers, async_receivers = signal._live_receivers(model)
         owners = {type(getattr(r, "__self__", r)).__module__ for r in [*sync_receivers, *async_receivers]}
         assert owners <= {"simple_history.models"}, (signal, owners)
 

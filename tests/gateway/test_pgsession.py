@@ -17,8 +17,11 @@ def test_the_prediction_insert_and_the_claim_are_in_the_query_log(loan, reviewer
     with CaptureQueriesContext(connection) as captured:
         body = client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json").json()
         task = review_task_claim_next(reviewer=reviewer[0])
-    inserts = [q["sql"] for q in captured if q["sql"].startswith('INSERT INTO "gateway_prediction"')]
+    # The human route: the prediction and its review task, in one statement.
+    inserts = [q["sql"] for q in captured if 'INSERT INTO "gateway_prediction"' in q["sql"]
+               or 'INSERT INTO "review_reviewtask"' in q["sql"]]
     assert len(inserts) == 1 and body["id"].replace("-", "") in inserts[0].replace("-", "")  # with its values
+    assert 'INSERT INTO "gateway_prediction"' in inserts[0] and 'INSERT INTO "review_reviewtask"' in inserts[0]
     claims = [q["sql"] for q in captured if q["sql"].startswith("WITH picked AS")]
     assert len(claims) == 1 and f"'{task.lease_expires_at}'::timestamptz" in claims[0]  # with its values
     assert str(task.prediction_id) == body["id"]
@@ -29,13 +32,13 @@ def test_execute_wrappers_see_the_statements_and_their_values(loan, reviewer, cl
     seen = []
 
     def wrapper(execute, sql, params, many, context):
-        seen.append((sql.split(" ", 3)[:3], params))
+        seen.append((sql.split(" ", 6)[:6], params))
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(wrapper):
         client_api.post("/predict/loan-approval", {"input": factories.loan_input()}, format="json")
         task = review_task_claim_next(reviewer=reviewer[0])
-    assert any(words == ["INSERT", "INTO", '"gateway_prediction"'] for words, _ in seen)
+    assert any(words == ["WITH", '"r0"', "AS", "(INSERT", "INTO", '"gateway_prediction"'] for words, _ in seen)
     claim = [params for words, params in seen if words[:3] == ["WITH", "picked", "AS"]]
     assert len(claim) == 1 and reviewer[0].pk in claim[0]
     assert task.claimed_by_id == reviewer[0].pk
