@@ -182,6 +182,24 @@ def process_tree_cpu_seconds(root: int) -> float:
     """CPU time of a process and all its descendants (a server's master and workers; a
     PostgreSQL postmaster and its backends), from /proc: the live ones, and those that have
     exited (a closed connection's backend, an autovacuum worker), through their parents."""
+    return sum(_cpu_with_reaped_children(pid) for pid in _process_tree(root))
+
+
+def worker_cpu_seconds(root: int) -> dict[int, float]:
+    """CPU time of each live process below `root` that has no children of its own: a
+    server's workers, however many levels below the process started (gunicorn's are its
+    children; uvicorn's, under `mlflow models serve`, its grandchildren)."""
+    tree = _process_tree(root)
+    parents = {_parent(pid) for pid in tree}
+    return {pid: _cpu_with_reaped_children(pid) for pid in tree - parents - {root}}
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
+
+
+def _process_tree(root: int) -> set[int]:
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
@@ -192,16 +210,7 @@ def process_tree_cpu_seconds(root: int) -> float:
         children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
         tree.update(children)
         frontier.extend(children)
-    return sum(_cpu_with_reaped_children(pid) for pid in tree)
-
-
-def children_cpu_seconds(root: int) -> dict[int, float]:
-    """CPU time of each live child of a process (a server's workers) and its descendants."""
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None and int(fields[1]) == root:
-            children.append(int(entry))
-    return {pid: process_tree_cpu_seconds(pid) for pid in children}
+    return tree
 
 
 def _status_kib(field: str) -> int | None:
