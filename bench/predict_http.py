@@ -345,7 +345,8 @@ def measured_run(server: Server, url: str, script: Path, duration: float, connec
     figures = wrk_run(url, script, duration, connections)
     figures["server_cpu_s"] = server.cpu_seconds() - server0
     figures["db_cpu_s"] = postgres_cpu_seconds() - db0
-    spent = [cpu - workers0.get(pid, 0.0) for pid, cpu in worker_cpu_seconds(server.proc.pid).items()]
+    # Workers there before and after (a worker that started meanwhile would bring its boot).
+    spent = [cpu - workers0[pid] for pid, cpu in worker_cpu_seconds(server.proc.pid).items() if pid in workers0]
     figures["worker_cpu_shares"] = sorted((round(s / sum(spent), 2) for s in spent), reverse=True) if sum(spent) > 0 else []
     return figures
 
@@ -531,7 +532,7 @@ def summarise(runs: dict, args, oz: dict, stored: dict) -> dict:
         goals[f"oz model requests per CPU second >= 0.5x {name}"] = {"value": round(by_cpu, 3), "met": by_cpu >= 0.5}
     share = human["rps"] / model["rps"]
     goals["oz human req/s >= 0.7x oz model"] = {"value": round(share, 3), "met": share >= 0.7}
-    share = model["cpu_ms_per_request"] / human["cpu_ms_per_request"]
+    share = model["cpu_ms_per_request"] / max(human["cpu_ms_per_request"], 1e-9)
     goals["oz human requests per CPU second >= 0.7x oz model"] = {"value": round(share, 3), "met": share >= 0.7}
     return {
         "bench": "predict_http",

@@ -12,7 +12,7 @@ application = OzWSGIHandler()
 
 def _freeze_what_is_loaded() -> None:
     """Take the objects a web process loads once (Django, the views and everything they
-    import, the model runtime: about 240,000 objects) out of the cyclic garbage collector's
+    import, scikit-learn and numpy: about 230,000 objects) out of the cyclic garbage collector's
     sight. Each full collection walked all of them with the GIL held: 40–170 ms, every
     request of the worker waiting meanwhile, the main cause of /predict's p99. Frozen, a full
     collection under load takes 7–15 ms. They live as long as the process anyway; what a
@@ -23,7 +23,6 @@ def _freeze_what_is_loaded() -> None:
     from django.conf import settings
 
     importlib.import_module(settings.ROOT_URLCONF)  # what the first request would import
-    importlib.import_module("onnxruntime")  # what the first model answer would import
     gc.collect()
     gc.freeze()
 

@@ -33,7 +33,7 @@ try:
 except ImportError:  # no PostgreSQL driver: only the portable path is used
     Jsonb = None
 
-_statements: dict[tuple, tuple[str, list]] = {}
+_statements: dict[tuple, tuple[str, list, bool] | str] = {}  # per model, and combined per sequence of models
 _lock = threading.Lock()
 
 
@@ -111,8 +111,8 @@ def _piece(instance, connection) -> tuple[str, list, bool]:
     """One row's INSERT, its parameters, and whether it returns the database's key."""
     model = type(instance)
     with_pk = instance.pk is not None
-    if not with_pk and not model._meta.pk.db_returning:
-        raise ValueError("row_insert needs the primary key set, or one the database assigns")
+    if not with_pk and not (model._meta.pk.db_returning and connection.features.can_return_columns_from_insert):
+        raise ValueError("row_insert needs the primary key set, or one the database assigns and returns")
     sql, fields, returning = _statement(model, connection, with_pk=with_pk)
     return sql, [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields], returning
 

@@ -95,8 +95,8 @@ def prediction_create(
     """Route one validated request and record it. Returns (prediction, created).
 
     `gateway.routing.route_decide` decides who answers. Rules and models answer at once;
-    otherwise the prediction and its review task are written in one transaction, and so is
-    a QA-sample task. Shadow runs are sent to Celery once that transaction commits. A retry
+    otherwise the prediction and its review task are written together (one statement on
+    PostgreSQL, gateway.rows.rows_insert), and so is a QA-sample task. Shadow runs are sent to Celery once that transaction commits. A retry
     with the same Idempotency-Key and the same request returns the first prediction and
     creates nothing; with a different request it raises IdempotencyConflict.
 

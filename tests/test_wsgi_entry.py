@@ -106,9 +106,9 @@ def test_a_skip_list_naming_unknown_middleware_stops_the_start(settings):
 
 def test_a_web_process_keeps_what_it_loaded_out_of_the_collectors_walk():
     # A full garbage collection walks every object the collector tracks, holding the GIL:
-    # with the app's ~240,000 loaded objects in sight, 40-170 ms in which no request of that
+    # with the app's ~230,000 loaded objects in sight, 40-170 ms in which no request of that
     # worker moved. The entry point freezes what loading put there (the views and what
-    # they import, the model runtime); what requests allocate stays collectable.
+    # they import); what requests allocate stays collectable.
     import subprocess
     import sys
     from pathlib import Path
