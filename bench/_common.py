@@ -190,25 +190,20 @@ def worker_cpu_seconds(root: int) -> dict[int, float]:
     server's workers, however many levels below the process started (gunicorn's are its
     children; uvicorn's, under `mlflow models serve`, its grandchildren)."""
     tree = _process_tree(root)
-    parents = {_parent(pid) for pid in tree}
-    return {pid: _cpu_with_reaped_children(pid) for pid in tree - parents - {root}}
+    return {pid: _cpu_with_reaped_children(pid) for pid in tree.keys() - set(tree.values()) - {root}}
 
 
-def _parent(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return None if fields is None else int(fields[1])
-
-
-def _process_tree(root: int) -> set[int]:
+def _process_tree(root: int) -> dict[int, int]:
+    """The live processes from `root` down, each with its parent's pid."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
             parents[int(entry)] = int(fields[1])
-    tree, frontier = {root}, [root]
+    tree, frontier = {root: parents.get(root, 0)}, [root]
     while frontier:
         parent = frontier.pop()
         children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-        tree.update(children)
+        tree.update((pid, parent) for pid in children)
         frontier.extend(children)
     return tree
 

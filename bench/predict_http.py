@@ -347,7 +347,8 @@ def measured_run(server: Server, url: str, script: Path, duration: float, connec
     figures["db_cpu_s"] = postgres_cpu_seconds() - db0
     # Workers there before and after (a worker that started meanwhile would bring its boot).
     spent = [cpu - workers0[pid] for pid, cpu in worker_cpu_seconds(server.proc.pid).items() if pid in workers0]
-    figures["worker_cpu_shares"] = sorted((round(s / sum(spent), 2) for s in spent), reverse=True) if sum(spent) > 0 else []
+    total = sum(spent)
+    figures["worker_cpu_shares"] = sorted((round(s / total, 2) for s in spent), reverse=True) if total > 0 else []
     return figures
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import nullcontext
 
 import orjson
 from django.conf import settings
@@ -47,8 +48,9 @@ def _statement(model, connection, *, with_pk: bool) -> tuple[str, list, bool]:
         sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
             qn(model._meta.db_table), ", ".join(qn(f.column) for f in fields), ", ".join(["%s"] * len(fields))
         )
-        # A key the database assigns is read back as save() does, where the database can.
-        returning = not with_pk and connection.features.can_return_columns_from_insert
+        # A key the database assigns is read back as save() does (_piece refuses a database
+        # that cannot).
+        returning = not with_pk
         if returning:
             returning_sql, _ = connection.ops.return_insert_columns([model._meta.pk])
             sql = f"{sql} {returning_sql}"
@@ -80,18 +82,15 @@ def rows_insert(*instances) -> None:
     connection = connections[_alias(instances)]
     pieces = [_piece(instance, connection) for instance in instances]
     if connection.vendor == "postgresql" and settings.OZ_DB_PREPARED_STATEMENTS:
-        sql = pieces[0][0] if len(pieces) == 1 else _combined(tuple(
-            (type(i), i.pk is not None) for i in instances), pieces, connection)
+        sql = pieces[0][0] if len(pieces) == 1 else _combined(instances, pieces, connection)
         params = [param for _, piece_params, _ in pieces for param in piece_params]
         for param in params:
             if type(param) is Jsonb and param.dumps is json.dumps:  # a JSONField without an encoder of its own
                 param.dumps = _json_dumps
         rows, _ = session_execute(connection, sql, params, prepare=True)
         returned = iter(rows[0] if rows else ())
-    elif len(pieces) == 1:
-        returned = iter(_portable_insert(connection, *pieces[0]))
     else:
-        with transaction.atomic(using=connection.alias):
+        with transaction.atomic(using=connection.alias) if len(pieces) > 1 else nullcontext():
             returned = iter([value for piece in pieces for value in _portable_insert(connection, *piece)])
     for instance, (_, _, returning) in zip(instances, pieces, strict=True):
         if returning:
@@ -123,10 +122,10 @@ def _portable_insert(connection, sql: str, params: list, returning: bool) -> tup
         return cursor.fetchone() if returning else ()
 
 
-def _combined(key: tuple, pieces: list, connection) -> str:
+def _combined(instances, pieces: list, connection) -> str:
     """The rows' INSERTs as one statement: `WITH r0 AS (INSERT …), r1 AS (INSERT … RETURNING
     id) SELECT (SELECT id FROM r1)`, compiled once per sequence of models."""
-    key = ("combined", connection.alias, key)
+    key = ("combined", connection.alias, tuple((type(i), i.pk is not None) for i in instances))
     found = _statements.get(key)
     if found is None:
         qn = connection.ops.quote_name

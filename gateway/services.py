@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import uuid
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -96,9 +97,10 @@ def prediction_create(
 
     `gateway.routing.route_decide` decides who answers. Rules and models answer at once;
     otherwise the prediction and its review task are written together (one statement on
-    PostgreSQL, gateway.rows.rows_insert), and so is a QA-sample task. Shadow runs are sent to Celery once that transaction commits. A retry
-    with the same Idempotency-Key and the same request returns the first prediction and
-    creates nothing; with a different request it raises IdempotencyConflict.
+    PostgreSQL, gateway.rows.rows_insert), and so is a QA-sample task. Shadow runs are sent
+    to Celery once the rows are committed. A retry with the same Idempotency-Key and the
+    same request returns the first prediction and creates nothing; with a different request
+    it raises IdempotencyConflict.
 
     The canary bucket comes from the request key: `routing_key` when the client gives one
     (its way to keep, say, one customer on one route), else the Idempotency-Key (a retry
@@ -201,13 +203,10 @@ def prediction_create(
     # the hot path); Celery tasks asked for after it are sent at once, the rows being
     # there. Anything else that writes (a webhook delivery, a kept explanation) or may race
     # on an Idempotency-Key is atomic with them.
-    one_statement = not callback_url and explained is None and not idempotency_key
+    needs_transaction = bool(callback_url or explained is not None or idempotency_key)
     try:
-        if one_statement:
+        with transaction.atomic() if needs_transaction else nullcontext():
             write()
-        else:
-            with transaction.atomic():
-                write()
     except IntegrityError:
         if not idempotency_key:
             raise
