@@ -15,6 +15,8 @@ own labels) is served by:
   floor onnx    a bare WSGI app calling the same ONNX graph Oz serves
   floor onnx-store  the same, storing each answer as one row with a psycopg INSERT: the floor
                 for any server that persists every prediction
+  bare django-drf  the issue's calibration point: a Django + DRF view doing the same ONNX
+                call and one ORM INSERT, nothing else (bench/bare_django/)
   mlflow        `mlflow models serve` (FastAPI/uvicorn) on the same pipeline, predict_proba
   mlserver      MLServer (Seldon's V2 server) with mlserver-sklearn, predict_proba
 
@@ -33,10 +35,12 @@ whatever else runs, CPU per request much less, so the comparison is also given b
 
 Goals (issue 6): oz model >= 0.5x the floor's req/s with p99 under 2x its p99; oz human >=
 0.7x oz model's req/s. Every floor is reported: `floor sklearn` serves the same trained
-scikit-learn model the peers serve (the reading of the goal this project measures itself
-by); `floor onnx`, the stricter, does nothing but the ONNX call; `floor onnx-store` adds
+scikit-learn model the peers serve; `floor onnx`, the stricter, does nothing but the ONNX
+call, and is the one the issue's calibration points to; `floor onnx-store` adds
 the one INSERT that persisting a prediction takes, and shows how far below `floor onnx`
-any server that stores every answer must stay. Figures go to stdout and
+any server that stores every answer must stay. `bare django-drf` shows what Django and DRF
+themselves cost here (the issue measured it at about 0.4x its minimal app), and Oz's ratio
+to it what Oz's own work costs on top. Figures go to stdout and
 bench/results/predict_http.json (predict_http-quick.json for --quick)."""
 from __future__ import annotations
 
@@ -69,6 +73,8 @@ PEER_PACKAGES = {
                  "uvloop==0.21.0"],
 }
 N_BODIES = 256
+BARE = "bare django-drf"
+_STORING_TABLES = {"floor onnx-store": "bench_floor_prediction", BARE: "bench_django_prediction"}
 
 
 def log(message: str) -> None:
@@ -324,7 +330,7 @@ def postgres_cpu_seconds() -> float:
 # wrk opens its connections at once, and each stays with the worker that accepted it; now
 # and then one worker accepts all of them, and the round measures a server with one worker
 # instead of --workers. Such a round is run again (for every target alike, at most RERUNS
-# times); the report says how many were.
+# times, never in a --quick smoke run); the report says how many were.
 RERUNS = 2
 LOPSIDED_SHARE = 0.9
 
@@ -425,6 +431,12 @@ def main() -> None:
                 servers[f"floor {kind}"] = Server(f"floor-{kind}", gunicorn_argv("bench.minimal_wsgi:application", port, args.workers),
                                                   env, port, "/", workdir)
                 targets.append((f"floor {kind}", f"http://127.0.0.1:{port}/", wrk_script(workdir, f"floor-{kind}", bodies, {})))
+            port = free_port()
+            env = dict(os.environ, DJANGO_SETTINGS_MODULE="bench.bare_django.settings", BENCH_MODEL_KIND="onnx",
+                       BENCH_MODEL_PATH=str(workdir / "model.onnx"), PYTHONPATH=str(ROOT))
+            servers[BARE] = Server("bare-django-drf", gunicorn_argv("bench.bare_django.app:application", port, args.workers),
+                                   env, port, "/", workdir)
+            targets.append((BARE, f"http://127.0.0.1:{port}/", wrk_script(workdir, "bare-django-drf", oz_bodies, {})))
             if "mlflow" in peers:
                 port = free_port()
                 servers["mlflow"] = start_mlflow(workdir, port, args.workers)
@@ -448,13 +460,14 @@ def main() -> None:
                     log(f"{name} failed; the end of {server.log_path}:\n" + server.log_path.read_text(errors="replace")[-3000:])
                     raise
             runs: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
+            reruns = 0 if args.quick else RERUNS
             for round_no in range(args.rounds):
                 order = targets if round_no % 2 == 0 else list(reversed(targets))
                 for name, url, script in order:
-                    for attempt in range(1 + RERUNS):
+                    for attempt in range(1 + reruns):
                         figures = measured_run(server_of(name), url, script, args.duration, args.connections)
                         figures["reruns"] = attempt
-                        if not lopsided(figures, args.workers) or attempt == RERUNS:
+                        if not lopsided(figures, args.workers) or attempt == reruns:
                             break
                         log(f"{name}: one worker did {figures['worker_cpu_shares'][0]:.0%} of the work; running the round again")
                     runs[name].append(figures)
@@ -470,12 +483,14 @@ def main() -> None:
 
 
 def _floor_table_create() -> None:
-    """The storing floor's table (bench/minimal_wsgi.py `onnx-store`), made once here."""
+    """The tables of the storing floor (bench/minimal_wsgi.py `onnx-store`) and of the bare
+    Django app (bench/bare_django), made once here."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE IF NOT EXISTS bench_floor_prediction (id uuid PRIMARY KEY, input jsonb NOT NULL, "
-                       "scores jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
+        for table in _STORING_TABLES.values():
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} (id uuid PRIMARY KEY, input jsonb NOT NULL, "
+                           "scores jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
 
 
 def _stored_predictions() -> dict:
@@ -486,9 +501,10 @@ def _stored_predictions() -> dict:
     stored = {row["predictor__slug"]: row["n"] for row in Prediction.objects.values("predictor__slug").annotate(n=Count("id"))}
     from django.db import connection
 
-    with connection.cursor() as cursor:  # the storing floor's own table (bench/minimal_wsgi.py)
-        cursor.execute("SELECT count(*) FROM bench_floor_prediction")
-        stored["floor onnx-store"] = cursor.fetchone()[0]
+    with connection.cursor() as cursor:  # the storing floor's and the bare Django app's own tables
+        for name, table in _STORING_TABLES.items():
+            cursor.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 (the two constant names above)
+            stored[name] = cursor.fetchone()[0]
     return stored
 
 
@@ -535,6 +551,18 @@ def summarise(runs: dict, args, oz: dict, stored: dict) -> dict:
     goals["oz human req/s >= 0.7x oz model"] = {"value": round(share, 3), "met": share >= 0.7}
     share = model["cpu_ms_per_request"] / max(human["cpu_ms_per_request"], 1e-9)
     goals["oz human requests per CPU second >= 0.7x oz model"] = {"value": round(share, 3), "met": share >= 0.7}
+    # The issue's calibration: a bare Django + DRF view (one INSERT and the ONNX call) against
+    # each floor, which tells which floor the issue's "about 0.4" was read against; and Oz
+    # against that view, which is what Oz's own work costs over Django and DRF themselves.
+    calibration = {}
+    if BARE in rows:
+        bare = rows[BARE]
+        for name in [*sorted(floors), "oz model"]:
+            over, under = (bare, rows[name]) if name.startswith("floor") else (rows[name], bare)
+            calibration[f"{'oz model' if name == 'oz model' else BARE} / {BARE if name == 'oz model' else name}"] = {
+                "rps": round(over["rps"] / under["rps"], 3),
+                "per_cpu_second": round(under["cpu_ms_per_request"] / over["cpu_ms_per_request"], 3),
+            }
     return {
         "bench": "predict_http",
         "settings": {"duration_s": args.duration, "rounds": args.rounds, "connections": args.connections,
@@ -544,6 +572,7 @@ def summarise(runs: dict, args, oz: dict, stored: dict) -> dict:
         "model": {"version": oz["version"], "metrics": {k: v for k, v in oz["metrics"].items() if isinstance(v, (int, float))}},
         "rows": rows,
         "goals": goals,
+        "calibration": calibration,
         # Every answered request is a stored row (the human route stores a task too).
         "predictions_stored": stored,
     }
@@ -571,6 +600,11 @@ def print_report(report: dict) -> None:
         print(f"  {name:16} {rounds}{again}")
     for goal, result in report["goals"].items():
         print(f"goal {goal}: {result['value']:.2f} -> {'met' if result['met'] else 'NOT met'}")
+    if report["calibration"]:
+        print("calibration (the issue: a bare Django + DRF view doing one INSERT and an ONNX call reached about 0.4x "
+              "its minimal app):")
+        for pair, ratio in report["calibration"].items():
+            print(f"  {pair}: {ratio['rps']:.2f}x the req/s, {ratio['per_cpu_second']:.2f}x the requests per CPU second")
     print("predictions stored: " + ", ".join(f"{k} {v}" for k, v in sorted(report["predictions_stored"].items())))
 
 

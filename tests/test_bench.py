@@ -126,12 +126,19 @@ def test_the_http_bench_serves_every_route_and_the_floors_over_http(bench_postgr
     env = {**bench_postgres, "REDIS_URL": re.sub(r"/\d*$", "/1", os.environ.get("REDIS_URL", ""))}
     out, figures = _pg_bench(env, "bench/predict_http.py", "--quick")
     rows = figures["rows"]
-    assert set(rows) == {"oz model", "oz human", "oz rule", "floor sklearn", "floor onnx", "floor onnx-store"}
+    assert set(rows) == {"oz model", "oz human", "oz rule", "floor sklearn", "floor onnx", "floor onnx-store",
+                         "bare django-drf"}
     for name, row in rows.items():
         assert row["requests"] > 0 and row["non_2xx"] == 0 and row["socket_errors"] == 0, (name, row)
     # Every request Oz answered is a stored prediction.
     stored = figures["predictions_stored"]
     assert stored["bench-model"] >= rows["oz model"]["requests"] and stored["bench-human"] >= rows["oz human"]["requests"]
-    # ...and so is every answer of the storing floor (its own table, in the bench's database).
+    # ...and so is every answer of the storing floor and of the bare Django app (their own
+    # tables, in the bench's database).
     assert stored["floor onnx-store"] >= rows["floor onnx-store"]["requests"]
+    assert stored["bare django-drf"] >= rows["bare django-drf"]["requests"]
+    # The calibration ratios are this run's own figures.
+    ratio = figures["calibration"]["bare django-drf / floor onnx"]["rps"]
+    assert ratio == pytest.approx(rows["bare django-drf"]["rps"] / rows["floor onnx"]["rps"], abs=1e-3)
+    assert "oz model / bare django-drf" in figures["calibration"]
     assert "goal oz model req/s >= 0.5x floor onnx" in out
