@@ -207,7 +207,8 @@ def _output_spec_errors(output, errors: list[FieldError]) -> None:
     if kind not in OUTPUT_TYPES:
         errors.append(FieldError("output.type", f"must be one of: {', '.join(OUTPUT_TYPES)}"))
         return
-    allowed = {"type", "labels", "description"} if kind == "label" else {"type", "minimum", "maximum", "unit", "description"}
+    allowed = ({"type", "labels", "description"} if kind == "label"
+               else {"type", "minimum", "maximum", "unit", "description", "agree_within"})
     for key in output:
         if key not in allowed:
             errors.append(FieldError(f"output.{key}", f"unknown key for a {kind} output"))
@@ -227,6 +228,10 @@ def _output_spec_errors(output, errors: list[FieldError]) -> None:
         for key in ("minimum", "maximum"):
             if key in output and not _is_number(output[key]):
                 errors.append(FieldError(f"output.{key}", "must be a number"))
+        # Consensus on a number: reviewers agree when their answers lie within this of
+        # each other (review.services.consensus_answer).
+        if "agree_within" in output and not (_is_number(output["agree_within"]) and output["agree_within"] >= 0):
+            errors.append(FieldError("output.agree_within", "must be a number of at least 0"))
 
 
 def _condition_errors(path: str, spec: dict, op: str, operand) -> str | None:

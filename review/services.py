@@ -6,6 +6,7 @@ Lock order, everywhere: review task, then prediction, then appeal."""
 from __future__ import annotations
 
 import logging
+import statistics
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -282,10 +283,24 @@ def _back_to_queue(task: ReviewTask, reviewer=None) -> None:
     task.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
 
 
-def _same_answer(a, b) -> bool:
+def _same_answer(a, b, within: float | None = None) -> bool:
+    """Equal labels, or numbers within `within` of each other (an output spec's
+    `agree_within`; by default equal up to rounding)."""
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+        return abs(a - b) <= max(within or 0, 1e-9 * max(1.0, abs(a), abs(b)))
     return a == b
+
+
+def consensus_answer(outputs: list, output_spec: dict) -> tuple[bool, object]:
+    """Do these reviewers' answers agree, and on what? Labels must be equal; numbers must lie
+    within the spec's `agree_within` of each other (largest minus smallest), and then the
+    answer is their median. Without a tolerance the answer is the last one given."""
+    within = output_spec.get("agree_within") if output_spec.get("type") == "number" else None
+    if not within:
+        return all(_same_answer(o, outputs[0]) for o in outputs), outputs[-1]
+    if not _same_answer(min(outputs), max(outputs), within):
+        return False, None
+    return True, statistics.median(outputs)
 
 
 def review_task_decide(*, task_id: int, reviewer, output, note: str = "", now=None) -> Decision:
@@ -318,10 +333,11 @@ def review_task_decide(*, task_id: int, reviewer, output, note: str = "", now=No
         task.status = TaskStatus.DECIDED
         task.decided_at = now
         task._history_user = reviewer
-        if all(_same_answer(o, outputs[0]) for o in outputs):
-            task.final_output = output
+        agreed, answer = consensus_answer(outputs, predictor.output_spec)
+        if agreed:
+            task.final_output = answer
             task.save(update_fields=["status", "decided_at", "final_output"])
-            _task_settle(task=task, output=output, reviewer=reviewer, note=note or "")
+            _task_settle(task=task, output=answer, reviewer=reviewer, note=note or "")
         else:
             task.save(update_fields=["status", "decided_at"])
             review_task_create(

@@ -15,8 +15,9 @@ Agreement
   adjudicator's answer), over decisions in the window on multi-reviewed tasks that are
   settled. Single-review tasks are left out: there the reviewer's answer *is* the settled
   one. Labels of different predictors are kept apart (each category is predictor+label).
-- Answers agree when `review.services._same_answer` says so: equal labels, or numbers equal
-  within its tolerance — the rule consensus itself uses. Kappa is for label outputs only
+- Answers agree when `review.services._same_answer` says so: equal labels, or numbers within
+  the output spec's `agree_within` of each other (equal up to rounding without one) — the
+  rule consensus itself uses. Kappa is for label outputs only
   (null for numbers); agreement shares work for both. Kappa is null, too, when it is
   undefined (every answer in one category).
 
@@ -45,7 +46,7 @@ from sklearn.metrics import cohen_kappa_score
 from gateway.models import Predictor
 
 from .models import Decision, ReviewTask, TaskKind, TaskStatus
-from .services import _same_answer
+from .services import _same_answer, consensus_answer
 
 DEFAULT_WINDOW_DAYS = 7
 CONSENSUS_KINDS = (TaskKind.ROUTED, TaskKind.LOW_CONFIDENCE, TaskKind.QA_SAMPLE)
@@ -94,12 +95,17 @@ def fleiss_kappa(counts) -> float | None:
     return float((p_bar - p_e) / (1 - p_e))
 
 
-def pairwise_agreement(outputs: list) -> float:
+def pairwise_agreement(outputs: list, within: float | None = None) -> float:
     """Share of the pairs of answers to one item that agree (Fleiss' P_i, for any output)."""
     n = len(outputs)
     pairs = n * (n - 1) / 2
-    agreeing = sum(_same_answer(outputs[a], outputs[b]) for a in range(n) for b in range(a + 1, n))
+    agreeing = sum(_same_answer(outputs[a], outputs[b], within) for a in range(n) for b in range(a + 1, n))
     return agreeing / pairs
+
+
+def _agree_within(predictor: Predictor) -> float | None:
+    """A number output's consensus tolerance (None: equal up to rounding)."""
+    return predictor.output_spec.get("agree_within") if predictor.output_spec.get("type") == "number" else None
 
 
 def cohen_kappa(first: list, second: list) -> float | None:
@@ -172,6 +178,7 @@ def agreement_by_predictor(*, window: Window, predictor: Predictor | None = None
     for pk, p in sorted(predictors.items(), key=lambda item: item[1].slug):
         outputs = grouped.get(pk, [])
         is_label = p.output_spec.get("type") == "label"
+        within = _agree_within(p)
         row = {
             "output_type": p.output_spec.get("type"),
             "tasks": len(outputs),
@@ -184,10 +191,10 @@ def agreement_by_predictor(*, window: Window, predictor: Predictor | None = None
         if outputs:
             k = min(len(o) for o in outputs)
             first_k = [o[:k] for o in outputs]
-            unanimous = sum(all(_same_answer(x, o[0]) for x in o) for o in outputs)
+            unanimous = sum(consensus_answer(o, p.output_spec)[0] for o in outputs)
             row.update(
                 raters_per_task=k,
-                observed_agreement=_round(float(np.mean([pairwise_agreement(o) for o in first_k]))),
+                observed_agreement=_round(float(np.mean([pairwise_agreement(o, within) for o in first_k]))),
                 percent_agreement=_rate(unanimous, len(outputs), 100),
                 disputed=len(outputs) - unanimous,
             )
@@ -251,6 +258,7 @@ def review_stats(*, predictor: Predictor | None = None, days: float = DEFAULT_WI
     predictors = _predictors(predictor)
     slug_of = {pk: p.slug for pk, p in predictors.items()}
     is_label = {pk: p.output_spec.get("type") == "label" for pk, p in predictors.items()}
+    within_of = {pk: _agree_within(p) for pk, p in predictors.items()}
 
     decisions = list(
         _scoped(Decision.objects, "task__predictor", predictor)
@@ -287,7 +295,7 @@ def review_stats(*, predictor: Predictor | None = None, days: float = DEFAULT_WI
     for reviewer_id in reviewer_ids:
         pairs = compared.get(reviewer_id, [])
         labelled = [(pid, out, final) for pid, out, final in pairs if is_label.get(pid)]
-        agreed = sum(_same_answer(out, final) for _, out, final in pairs)
+        agreed = sum(_same_answer(out, final, within_of.get(pid)) for pid, out, final in pairs)
         reviewers.append({
             "reviewer": names.get(reviewer_id),
             "reviewer_id": reviewer_id,

@@ -75,6 +75,7 @@ def _rules(rules: list):
         (_set(["input", "sector", "minimum"], 1), "input.sector.minimum"),
         (_set(["input", "has_collateral", "choices"], ["a"]), "input.has_collateral.choices"),
         (_set(["output", "minimum"], 0), "output.minimum"),
+        (_set(["output", "agree_within"], 1), "output.agree_within"),  # numbers only
         (_set(["routing", "fallback"], "model"), "routing.fallback"),
         (_set(["routing", "human_sla_seconds"], -5), "routing.human_sla_seconds"),
         (_set(["routing", "canary_percent"], 150), "routing.canary_percent"),
@@ -194,6 +195,16 @@ def test_number_output_definition():
         training={"estimator": "ridge"}, gates={"max_metrics": {"rmse": 0.2}},
     ))
     assert errors_of(definition) == {"rules[1].default": "must be at most 1"}
+
+
+@pytest.mark.parametrize("tolerance, ok", [(0, True), (0.5, True), (10, True), (-0.1, False), ("1", False),
+                                            (math.inf, False), (math.nan, False), (True, False), (None, False)])
+def test_a_number_outputs_consensus_tolerance(tolerance, ok):
+    definition = mutated(lambda d: d.update(
+        output={"type": "number", "agree_within": tolerance}, rules=[{"default": 1}],
+        training={"estimator": "ridge"}, gates={},
+    ))
+    assert errors_of(definition) == ({} if ok else {"output.agree_within": "must be a number of at least 0"})
 
 
 def test_training_and_gates_must_suit_the_output_type():

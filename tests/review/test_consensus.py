@@ -35,7 +35,7 @@ def _loan_requiring(tmp_path: Path, reviews: int) -> Predictor:
     return Predictor.objects.select_related("routing").get(slug="loan-approval")
 
 
-def _price_predictor(tmp_path: Path, reviews: int = 2) -> Predictor:
+def _price_predictor(tmp_path: Path, reviews: int = 2, **output) -> Predictor:
     """A regression predictor (number output) needing `reviews` reviewers."""
     path = tmp_path / "price.yaml"
     path.write_text(
@@ -43,7 +43,7 @@ def _price_predictor(tmp_path: Path, reviews: int = 2) -> Predictor:
             {
                 "slug": "price",
                 "input": {"area": {"type": "number", "minimum": 0, "required": True}},
-                "output": {"type": "number", "minimum": 0},
+                "output": {"type": "number", "minimum": 0, **output},
                 "reviews_required": reviews,
                 "routing": {"mode": "human"},
             }
@@ -216,6 +216,42 @@ def test_number_outputs_agree_within_tolerance(tmp_path):
     _claim_and_decide(cat, 100.5, adjudication)
     apart.refresh_from_db()
     assert apart.final_output == 100.5 and apart.prediction.output == 100.5
+
+
+def test_numbers_within_the_definitions_tolerance_agree_and_settle_on_their_median(tmp_path):
+    price = _price_predictor(tmp_path, reviews=3, agree_within=2)
+    ann, bob, cat, dan = _reviewers("ann", "bob", "cat", "dan")
+    close = _pending(price, {"area": 50}).review_tasks.get()
+    for reviewer, answer in ((ann, 100), (bob, 101.5), (cat, 102)):  # 2 apart at most: agreed
+        _claim_and_decide(reviewer, answer, close)
+    close.refresh_from_db()
+    prediction = close.prediction
+    assert close.final_output == 101.5 and (prediction.status, prediction.output) == ("answered", 101.5)
+    label = Label.objects.get(prediction=prediction)
+    assert (label.target, label.source, label.created_by) == (101.5, LabelSource.REVIEW, cat)
+    # Every reviewer's own answer is kept beside the settled one.
+    assert sorted(close.decisions.values_list("output", flat=True)) == [100, 101.5, 102]
+    assert not ReviewTask.objects.filter(kind=TaskKind.ADJUDICATION).exists()
+
+    apart = _pending(price, {"area": 60}).review_tasks.get()
+    for reviewer, answer in ((ann, 100), (bob, 101), (cat, 102.5)):  # 2.5 apart: disputed
+        _claim_and_decide(reviewer, answer, apart)
+    apart.refresh_from_db()
+    assert apart.final_output is None and apart.prediction.status == "pending"
+    adjudication = ReviewTask.objects.get(kind=TaskKind.ADJUDICATION, origin=apart)
+    _claim_and_decide(dan, 101, adjudication)
+    apart.refresh_from_db()
+    assert apart.final_output == 101 and apart.prediction.output == 101
+
+
+def test_two_numbers_within_tolerance_settle_on_their_mean(tmp_path):
+    price = _price_predictor(tmp_path, reviews=2, agree_within=5)
+    ann, bob = _reviewers("ann", "bob")
+    task = _pending(price, {"area": 50}).review_tasks.get()
+    _claim_and_decide(ann, 200, task)
+    _claim_and_decide(bob, 205, task)  # exactly the tolerance apart still agrees
+    task.refresh_from_db()
+    assert task.final_output == 202.5 and task.prediction.output == 202.5
 
 
 def test_consensus_on_a_qa_sample_keeps_or_revises_the_rule_answer(tmp_path, client_key):

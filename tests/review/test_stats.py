@@ -184,6 +184,27 @@ def test_reviewer_agreement_with_the_settled_answer(history):
     assert price_only["bob"]["cohen_kappa"] is None and price_only["bob"]["agreed_with_settled"] == 1
 
 
+def test_agreement_figures_use_a_number_outputs_tolerance(tmp_path):
+    price = _load(tmp_path, {
+        "slug": "price", "input": {"area": {"type": "number"}}, "output": {"type": "number", "agree_within": 10},
+        "reviews_required": 2, "routing": {"mode": "human"},
+    })
+    ann, bob, cat = (factories.reviewer_with_token(n, password=None)[0] for n in ("ann", "bob", "cat"))
+    _review(price, {"area": 1}, at(0), [(ann, 100, at(1), 10), (bob, 108, at(2), 10)])  # agreed: settles on 104
+    _review(price, {"area": 2}, at(5), [(ann, 100, at(6), 10), (bob, 150, at(7), 10)],
+            adjudication=(cat, 149, at(8), 10))  # disputed; the adjudicator's 149
+    stats = review_stats(now=NOW)
+    assert stats["agreement"]["price"] == {
+        "output_type": "number", "tasks": 2, "raters_per_task": 2, "fleiss_kappa": None,
+        "observed_agreement": 0.5, "percent_agreement": 50.0, "disputed": 1,
+    }
+    reviewers = _by_name(stats)
+    # Against the settled answers 104 and 149: ann (100, 100) agrees once, bob (108, 150) twice.
+    assert (reviewers["ann"]["compared"], reviewers["ann"]["agreed_with_settled"]) == (2, 1)
+    assert (reviewers["bob"]["compared"], reviewers["bob"]["agreed_with_settled"]) == (2, 2)
+    assert pairwise_agreement([100, 108, 115], within=10) == pytest.approx(2 / 3)
+
+
 def test_reviewer_throughput_and_timings(history):
     stats = review_stats(predictor=history["loan"], now=NOW)
     assert [row["reviewer"] for row in stats["reviewers"]] == ["ann", "bob", "cat", "dan"]
