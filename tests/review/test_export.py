@@ -11,6 +11,7 @@ import tracemalloc
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from gateway.models import PredictionStatus
 from gateway.services import prediction_create, routing_update
@@ -175,15 +176,24 @@ MEMORY_BOUND = 20 * 1024 * 1024  # bytes of Python allocations at the peak
 
 
 def _many_labels(predictor, n: int) -> None:
-    """`n` labels, inserted fast (bulk_create skips history, which these do not need). Each
-    has a 300-character note, so the whole export is far larger than the memory bound."""
-    note = "x" * 300
-    batch = 10_000
-    for start in range(0, n, batch):
+    """`n` labels (`amount` 0..n-1, alternating targets), each with a 300-character note, so
+    the whole export is far larger than the memory bound. Made by PostgreSQL itself in one
+    statement (five times faster than building them in Python); history is not needed."""
+    if connection.vendor != "postgresql":
+        note = "x" * 300
         Label.objects.bulk_create(
-            Label(predictor=predictor, schema_version=predictor.schema_version, source=LabelSource.IMPORT,
-                  input=factories.loan_input(amount=start + i, note=note), target="approve" if i % 2 else "refer")
-            for i in range(min(batch, n - start))
+            (Label(predictor=predictor, schema_version=predictor.schema_version, source=LabelSource.IMPORT,
+                   input=factories.loan_input(amount=i, note=note), target="approve" if i % 2 else "refer")
+             for i in range(n)), batch_size=10_000,
+        )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO review_label (predictor_id, schema_version, source, input, target, created_at) "
+            "SELECT %s, %s, %s, %s::jsonb || jsonb_build_object('amount', i, 'note', repeat('x', 300)), "
+            "to_jsonb(CASE WHEN i %% 2 = 1 THEN 'approve' ELSE 'refer' END), now() "
+            "FROM generate_series(0, %s - 1) AS i",
+            [predictor.pk, predictor.schema_version, LabelSource.IMPORT, json.dumps(factories.loan_input()), n],
         )
 
 
