@@ -163,6 +163,9 @@ def _prediction_for(request, prediction_id: str) -> Prediction:
 
 class PredictionDetailView(APIView):
     permission_classes = [IsApiClientOrHasPerm]
+    # People who may read predictions at all (operators); a reviewer is refused with 403
+    # whatever the id, which confirms nothing about any prediction.
+    required_perms = ("gateway.view_prediction",)
 
     @extend_schema(
         operation_id="prediction_get",

@@ -44,9 +44,9 @@ OPERATOR = only("operator")
 # Predictors are read by clients (the ones their key may use) and by both groups of people.
 CLIENT_OR_PERSON = only("client", "reviewer", "operator")
 # A prediction: the client that made it, or an operator (gateway.view_prediction). A reviewer
-# passes the class-level check but holds no view_prediction: every prediction is 404 to
-# them, exactly like another client's (existence is never confirmed).
-PREDICTION_READ = only("client", "operator", reviewer=404)
+# holds no view_prediction: 403 for any id, existing or not (so it confirms nothing); another
+# client's prediction is 404, exactly like a missing one (tested below).
+PREDICTION_READ = only("client", "operator")
 
 # (route, method) -> who may call it. Routes as the URLconf spells them.
 MATRIX: dict[tuple[str, str], dict] = {
@@ -210,6 +210,14 @@ def test_each_role_gets_what_the_table_says(world, route, method):
             if want in (401, 403):
                 problem_body(response, want)
     assert seen  # every role was tried
+
+
+def test_a_reviewer_is_refused_every_prediction_alike(world):
+    # 403 whether the prediction exists or not: the refusal says nothing about the id.
+    reviewer = world["apis"]["reviewer"]
+    existing = problem_body(reviewer.get(f"/predictions/{world['kwargs']['prediction_id']}"), 403)
+    missing = problem_body(reviewer.get(f"/predictions/{uuid4()}?wait=1"), 403)
+    assert (existing["title"], existing["detail"]) == (missing["title"], missing["detail"])
 
 
 def test_a_scoped_key_is_refused_on_predictors_outside_its_scope(loan, make_api, tmp_path):
