@@ -145,7 +145,7 @@ def _agreement() -> list[Family]:
     from django.db.models import F, OuterRef, Subquery
     from django.db.models.functions import Coalesce
 
-    from gateway.models import AnswerSource, Prediction
+    from gateway.models import AnswerSource, Prediction, Predictor
     from models_registry.models import ModelVersion, Stage
     from models_registry.shadow import shadow_agreement
     from review.models import ReviewTask, TaskKind, TaskStatus
@@ -158,9 +158,12 @@ def _agreement() -> list[Family]:
                       "How many (model answer, human decision) pairs the agreement ratio is over.",
                       ["predictor", "model_version", "evidence"])
     live = ModelVersion.objects.filter(stage__in=(Stage.CHAMPION, Stage.CHALLENGER, Stage.CANDIDATE)).select_related("predictor")
+    def tolerance(predictor) -> float | None:  # a number agrees with the human's within it
+        block = (predictor.gates or {}).get("min_shadow_agreement") or {}
+        return block.get("tolerance") if isinstance(block, dict) else None
+
     for version in live:
-        block = (version.predictor.gates or {}).get("min_shadow_agreement") or {}
-        result = shadow_agreement(version=version, tolerance=block.get("tolerance") if isinstance(block, dict) else None)
+        result = shadow_agreement(version=version, tolerance=tolerance(version.predictor))
         if result["n"]:
             labels = [version.predictor.slug, version.version, "shadow"]
             rate.add(labels, result["rate"])
@@ -180,10 +183,12 @@ def _agreement() -> list[Family]:
         .values_list("predictor__slug", "first_version", "first_output", "final_output")
     )
     tally: dict[tuple, list[int]] = {}
+    # The same tolerance as the shadow evidence, so both measure one thing.
+    tolerances = {p.slug: tolerance(p) for p in Predictor.objects.only("slug", "gates")}
     for slug, version, model_output, human_output in qa.iterator(chunk_size=2000):
         counts = tally.setdefault((slug, version), [0, 0])
         counts[0] += 1
-        counts[1] += _same_answer(model_output, human_output)
+        counts[1] += _same_answer(model_output, human_output, tolerances.get(slug))
     for (slug, version), (n, agreeing) in sorted(tally.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
         labels = [slug, version, "qa"]
         rate.add(labels, agreeing / n)

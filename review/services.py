@@ -6,7 +6,6 @@ Lock order, everywhere: review task, then prediction, then appeal."""
 from __future__ import annotations
 
 import logging
-import statistics
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -285,22 +284,32 @@ def _back_to_queue(task: ReviewTask, reviewer=None) -> None:
 
 def _same_answer(a, b, within: float | None = None) -> bool:
     """Equal labels, or numbers within `within` of each other (an output spec's
-    `agree_within`; by default equal up to rounding)."""
+    `agree_within`), up to rounding: 1.0 and 1.1 are within 0.1.
+
+    Only reviewers' answers to the same task are compared with a tolerance. A settled
+    answer against the one it checks (a QA sample's, an appeal's) is compared without:
+    a reviewer's different number is a different answer, and it replaces the old one."""
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return abs(a - b) <= max(within or 0, 1e-9 * max(1.0, abs(a), abs(b)))
+        return abs(a - b) <= (within or 0) + 1e-9 * max(1.0, abs(a), abs(b))
     return a == b
 
 
 def consensus_answer(outputs: list, output_spec: dict) -> tuple[bool, object]:
     """Do these reviewers' answers agree, and on what? Labels must be equal; numbers must lie
     within the spec's `agree_within` of each other (largest minus smallest), and then the
-    answer is their median. Without a tolerance the answer is the last one given."""
+    answer is their median, which may be a number nobody typed (the mean of the middle
+    two). Without a tolerance the answer is the last one given."""
     within = output_spec.get("agree_within") if output_spec.get("type") == "number" else None
     if not within:
         return all(_same_answer(o, outputs[0]) for o in outputs), outputs[-1]
-    if not _same_answer(min(outputs), max(outputs), within):
+    ordered = sorted(outputs)
+    if not _same_answer(ordered[0], ordered[-1], within):
         return False, None
-    return True, statistics.median(outputs)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return True, ordered[middle]
+    low, high = ordered[middle - 1], ordered[middle]
+    return True, low + (high - low) / 2  # (low + high) / 2 could overflow; high - low <= within
 
 
 def review_task_decide(*, task_id: int, reviewer, output, note: str = "", now=None) -> Decision:
@@ -310,7 +319,9 @@ def review_task_decide(*, task_id: int, reviewer, output, note: str = "", now=No
 
     With consensus (`reviews_required` > 1) the task goes back to the queue for the next
     reviewer until enough have decided; if they all agree the task is settled with that
-    answer, otherwise an adjudication task is queued and the prediction stays pending."""
+    answer (for a number output with `agree_within`, their median: `consensus_answer`;
+    its label is recorded as the settling reviewer's, each answer stays in the decisions),
+    otherwise an adjudication task is queued and the prediction stays pending."""
     now = now or timezone.now()
     with transaction.atomic():
         task = _locked_task_held_by(task_id, reviewer, now)

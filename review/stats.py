@@ -17,7 +17,8 @@ Agreement
   one. Labels of different predictors are kept apart (each category is predictor+label).
 - Answers agree when `review.services._same_answer` says so: equal labels, or numbers within
   the output spec's `agree_within` of each other (equal up to rounding without one) — the
-  rule consensus itself uses. Kappa is for label outputs only
+  rule consensus itself uses. The predictor's current `agree_within` is applied to every
+  task in the window, including tasks decided before it last changed. Kappa is for label outputs only
   (null for numbers); agreement shares work for both. Kappa is null, too, when it is
   undefined (every answer in one category).
 

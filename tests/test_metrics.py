@@ -232,9 +232,10 @@ def test_database_metrics_are_cached_for_a_few_seconds(settings, client_api, loa
     assert value(scrape(anon_api), "oz_review_queue_depth", kind="routed", status="open") == 1
 
 
-def _model_answered(loan, output: str, version: int) -> Prediction:
+def _model_answered(loan, output, version: int) -> Prediction:
+    data = factories.loan_input() if loan.slug == "loan-approval" else {"area": 1}
     return Prediction.objects.create(
-        predictor=loan, schema_version=1, input=factories.loan_input(), route={"mode": "model", "reason": "mode"},
+        predictor=loan, schema_version=1, input=data, route={"mode": "model", "reason": "mode"},
         status="answered", output=output, source="model", model_version=version, answered_at=timezone.now(),
     )
 
@@ -266,6 +267,31 @@ def test_model_human_agreement_from_qa_samples_and_shadows(loan, reviewer, fresh
     assert value(text, pairs, predictor="loan-approval", model_version="3", evidence="qa") == 2
     assert value(text, ratio, predictor="loan-approval", model_version="1", evidence="shadow") == pytest.approx(2 / 3)
     assert value(text, pairs, predictor="loan-approval", model_version="1", evidence="shadow") == 3
+
+
+@pytest.mark.django_db
+def test_qa_agreement_on_numbers_uses_the_shadow_gates_tolerance(reviewer, fresh_metrics, anon_api, tmp_path):
+    import yaml
+
+    from gateway.definitions import predictors_load
+    from gateway.models import Predictor
+
+    path = tmp_path / "price.yaml"
+    path.write_text(yaml.safe_dump({
+        "slug": "price", "input": {"area": {"type": "number"}}, "output": {"type": "number"},
+        "routing": {"mode": "model"}, "gates": {"min_shadow_agreement": {"rate": 0.8, "min_requests": 10, "tolerance": 1}},
+    }))
+    predictors_load(path)
+    price = Predictor.objects.get(slug="price")
+    # v2 answered 100 three times; the reviewer says 100.5 and 101 (within 1: agreed) and 110.
+    for human in (100.5, 101, 110):
+        prediction = _model_answered(price, 100, 2)
+        review_task_create(prediction=prediction, kind=TaskKind.QA_SAMPLE, reason="quality sample")
+        task = review_task_claim_next(reviewer=reviewer[0])
+        review_task_decide(task_id=task.pk, reviewer=reviewer[0], output=human)
+    text = scrape(anon_api)
+    assert value(text, "oz_model_human_agreement_ratio", predictor="price", model_version="2", evidence="qa") == (
+        pytest.approx(2 / 3))
 
 
 # --- two gunicorn worker processes ------------------------------------------------------------

@@ -244,6 +244,26 @@ def test_numbers_within_the_definitions_tolerance_agree_and_settle_on_their_medi
     assert apart.final_output == 101 and apart.prediction.output == 101
 
 
+@pytest.mark.parametrize("answers, within, agreed", [
+    ([1.0, 1.1], 0.1, True), ([0.1, 0.4], 0.3, True), ([2.675, 2.6], 0.075, True),  # decimals exactly T apart
+    ([1.0, 1.1000001], 0.1, False), ([5, 5], 0, True), ([5, 5.5], 0, False),
+])
+def test_tolerance_is_at_most_t_apart_whatever_the_rounding(answers, within, agreed):
+    from review.services import consensus_answer
+
+    ok, answer = consensus_answer(answers, {"type": "number", "agree_within": within})
+    assert ok is agreed
+    if agreed and within:
+        assert min(answers) <= answer <= max(answers)
+
+
+def test_the_median_of_huge_agreeing_numbers_stays_finite():
+    from review.services import consensus_answer
+
+    big = 1.7e308
+    assert consensus_answer([big, big + 1e292], {"type": "number", "agree_within": 1e293}) == (True, pytest.approx(big))
+
+
 def test_two_numbers_within_tolerance_settle_on_their_mean(tmp_path):
     price = _price_predictor(tmp_path, reviews=2, agree_within=5)
     ann, bob = _reviewers("ann", "bob")
