@@ -6,5 +6,7 @@ target `bare django-drf`). It sits between the bare WSGI floors and Oz: how far 
 below `floor onnx` is what Django and DRF themselves cost on this machine, and Oz's ratio to
 it is what Oz's own work (everything a production /predict does) costs on top.
 
-Built the way a team would write it first, with the performance settings Oz also uses:
-persistent database connections, no middleware, JSON in and out only."""
+A view as a team would write it first, on the most generous footing Django offers: no
+middleware at all (the floor of any Django app; Oz keeps its security headers, request ids,
+metrics and 503 handling), persistent database connections, JSON in and out only, and what
+is loaded at start frozen out of the garbage collector's walk, as Oz's web processes do."""

@@ -1,5 +1,6 @@
 """The WSGI app and its one URL (ROOT_URLCONF): `POST /` answers {"scores": [...]} after
 storing the input and the scores; `GET /` is the readiness probe."""
+import gc
 import os
 import uuid
 
@@ -28,3 +29,7 @@ class PredictView(APIView):
 
 
 urlpatterns = [path("", PredictView.as_view())]
+
+# As config/wsgi.py does for Oz: without it, full collections walk everything loaded above.
+gc.collect()
+gc.freeze()
