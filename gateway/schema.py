@@ -19,11 +19,13 @@ ROUTING_FALLBACKS = ("human", "rule", "none")
 MAX_SLA_SECONDS = 30 * 24 * 3600
 DEFAULT_TEXT_MAX_LENGTH = 10_000
 # Number and integer inputs lie within ±NUMBER_LIMIT (the bounds the OpenAPI schema states for
-# a field without its own): past about 1.8e308 an integer no longer fits a float. The limit is
-# the decimal 1e308, as JSON Schema validators read it: an integer is compared with 10**308
-# exactly (the float 1e308 is a little larger than that).
-NUMBER_LIMIT = 1e308
-_INTEGER_LIMIT = 10**308
+# a field without its own, whatever a definition's own minimum and maximum say). 1e15 keeps
+# every integer exact as a float (2**53 is about 9e15) and leaves a model's arithmetic room:
+# squares and sums over millions of rows stay finite. (The limit was 1e308: one value near
+# it made a training run's scaling overflow to NaN, failing every run until it was removed.)
+# An integer is compared with 10**15 exactly, as JSON Schema validators read the bound.
+NUMBER_LIMIT = 1e15
+_INTEGER_LIMIT = 10**15
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FIELD_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 

@@ -262,7 +262,7 @@ def test_loggable_input_defaults_to_logging_a_field():
 
 
 def test_an_event_orjson_cannot_write_is_still_one_json_line(json_logs):
-    # An integer input beyond 64 bits is valid (up to 10**308); its prediction event must not be lost.
+    # An integer beyond 64 bits (a text field's count, a rule's operand...): its event must not be lost.
     import structlog
 
     structlog.get_logger("oz.predictions").info("prediction", input={"count": 2**80, "ratio": 0.5}, note="naïve ✓")

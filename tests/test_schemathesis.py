@@ -428,16 +428,16 @@ def test_each_predictor_has_a_typed_predict_operation(wsgi, loan):
     operation = loaded.raw_schema["paths"]["/predict/loan-approval"]["post"]
     typed = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["input"]
     assert typed["required"] == ["amount"] and typed["additionalProperties"] is False
-    assert typed["properties"]["amount"] == {"type": "number", "minimum": 0, "maximum": 1e308,
+    assert typed["properties"]["amount"] == {"type": "number", "minimum": 0, "maximum": 1e15,
                                              "description": "Amount requested"}
     assert typed["properties"]["sector"]["enum"] == ["retail", "food", "services", "other", None]
     assert typed["properties"]["note"]["maxLength"] == 2000
     assert not any(p["in"] == "path" for p in operation.get("parameters", []))
 
 
-@pytest.mark.parametrize("years, status", [(10**308, 202), (10**308 + 1, 422), (-(10**308) - 1, 422)])
+@pytest.mark.parametrize("years, status", [(10**15, 202), (10**15 + 1, 422), (-(10**15) - 1, 422), (10**308, 422)])
 def test_numbers_beyond_the_documented_limit_are_refused(wsgi, loan, client_key, years, status):
-    # Was: an integer up to about 1.8e308 was taken although the schema's bound is 1e308.
+    # Was: an integer up to about 1.8e308 was taken although the schema's bound was 1e308.
     _, check = wsgi
     response = check("POST", "/predict/loan-approval", auth=f"Bearer {client_key[1]}",
                      body={"input": factories.loan_input(years_trading=years)})

@@ -270,14 +270,15 @@ def values_of(spec: dict) -> st.SearchStrategy:
     kind = spec["type"]
     if kind == "number":
         # Within the documented range of any number input (gateway.schema.NUMBER_LIMIT).
-        low, high = spec.get("minimum", -NUMBER_LIMIT), spec.get("maximum", NUMBER_LIMIT)
+        low, high = max(spec.get("minimum", -NUMBER_LIMIT), -NUMBER_LIMIT), min(spec.get("maximum", NUMBER_LIMIT), NUMBER_LIMIT)
         floats = st.floats(low, high, allow_nan=False, allow_infinity=False)
         int_low, int_high = None if low is None else math.ceil(low), None if high is None else math.floor(high)
         if int_low is not None and int_high is not None and int_low > int_high:
             return floats  # no whole number between the bounds (e.g. 0.3 to 0.7)
-        return floats | st.integers(int_low, int_high).filter(lambda v: abs(v) < 10**300)
+        return floats | st.integers(int_low, int_high)
     if kind == "integer":
-        return st.integers(spec.get("minimum", -(10**308)), spec.get("maximum", 10**308))
+        limit = int(NUMBER_LIMIT)
+        return st.integers(max(spec.get("minimum", -limit), -limit), min(spec.get("maximum", limit), limit))
     if kind == "boolean":
         return st.booleans()
     if kind == "category":

@@ -353,12 +353,13 @@ def test_number_output(value, ok):
 
 
 @pytest.mark.parametrize("field, value, ok", [
-    ("x", 1e308, True), ("x", -1e308, True), ("x", 1.5e308, False), ("x", -1.5e308, False),
-    ("n", 10**308, True), ("n", 10**308 + 1, False), ("n", -(10**308) - 1, False), ("x", 10**308 + 1, False),
+    ("x", 1e15, True), ("x", -1e15, True), ("x", 1.5e15, False), ("x", -1.5e15, False), ("x", 1e308, False),
+    ("n", 10**15, True), ("n", 10**15 + 1, False), ("n", -(10**15) - 1, False), ("x", 10**15 + 1, False),
+    ("n", 10**308, False),
 ], ids=short)
 def test_numbers_stay_within_the_documented_limit(field, value, ok):
-    # The OpenAPI schema bounds every number input without bounds of its own by ±1e308
+    # The OpenAPI schema bounds every number input without bounds of its own by ±1e15
     # (gateway.schema.NUMBER_LIMIT); larger values that still fit a float were taken (found by
-    # tests/test_schemathesis.py).
+    # tests/test_schemathesis.py), and one near 1e308 broke training.
     _, errors = input_validate({"x": {"type": "number"}, "n": {"type": "integer"}}, {field: value})
     assert (errors == []) is ok, errors

@@ -66,6 +66,19 @@ def test_superseded_labels_are_left_out(loan):
     assert old.pk not in run.dataset["label_ids"] and run.dataset["n_labels"] == 59
 
 
+def test_a_label_beyond_the_number_limit_is_left_out_and_training_still_runs(loan):
+    # Was: /predict took amounts up to 1e308; one such reviewed prediction overflowed the
+    # scaler to NaN and failed every later run. Such a label, stored before the limit, is
+    # not valid under the schema now, so training leaves it out.
+    _labels(loan, 60)
+    huge = Label.objects.order_by("id").first()
+    huge.input = {**huge.input, "amount": 1e308}
+    huge.save()
+    run = _train(loan)
+    assert run.status == "succeeded", run.error
+    assert huge.pk not in run.dataset["label_ids"] and run.dataset["n_labels"] == 59
+
+
 def test_too_few_labels_fails_cleanly(loan, settings):
     settings.OZ_MIN_TRAINING_LABELS = 20
     _labels(loan, 5)
