@@ -50,7 +50,10 @@ def _json_dumps(event: dict, default=None, **_) -> str:
 def logging_config(*, json: bool, level: str = "INFO") -> dict:
     """settings.LOGGING: JSON lines (`json`) or readable console lines, both with the
     context bound in structlog.contextvars."""
-    renderer = structlog.processors.JSONRenderer(_json_dumps) if json else structlog.dev.ConsoleRenderer(colors=False)
+    # The console's tracebacks without local variables (its default with `rich` installed):
+    # they would print request inputs, fields marked `log: false` included, and secrets.
+    renderer = (structlog.processors.JSONRenderer(_json_dumps) if json
+                else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
     return {
         "version": 1,
         "disable_existing_loggers": False,

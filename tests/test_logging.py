@@ -124,6 +124,35 @@ def test_standard_library_log_lines_carry_the_bound_request_id(json_logs):
     assert event["request_id"] == "req-stdlib" and event["level"] == "warning" and event["logger"] == "gateway.something"
 
 
+@pytest.mark.parametrize("module", ["config.settings.production", "config.settings.local"])
+def test_a_logged_traceback_shows_no_local_variables(module):
+    # Was: the console (make run) printed each frame's locals, a request's whole input among
+    # them, fields marked `log: false` included.
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OZ_LOG"))}
+    env.update(DJANGO_SETTINGS_MODULE=module, DJANGO_SECRET_KEY="x" * 50, DJANGO_ALLOWED_HOSTS="oz.example.com")
+    code = (
+        "import django, logging; django.setup()\n"
+        "def predict(note):\n"
+        "    private = 'PII-' + note\n"
+        "    return 1 / 0\n"
+        "try:\n"
+        "    predict('Jane-Doe')\n"
+        "except ZeroDivisionError:\n"
+        "    logging.getLogger('gateway.services').exception('model failed')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "ZeroDivisionError" in result.stderr and "predict" in result.stderr  # the traceback is there
+    assert "Jane-Doe" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(
     ("module", "renderer"), [("config.settings.production", "JSONRenderer"), ("config.settings.local", "ConsoleRenderer")]
 )
