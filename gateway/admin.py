@@ -20,6 +20,8 @@ from .webhooks import RedeliveryRefused, webhook_redeliver
 admin.site.site_header = "Oz administration"
 admin.site.site_title = "Oz admin"
 admin.site.index_title = "Review queue, routing and models"
+# No "View site" link: Oz has no site at /, only the API (its documentation is at /api/docs).
+admin.site.site_url = None
 
 
 def _change_link(obj, label=None) -> str:

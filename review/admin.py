@@ -3,6 +3,7 @@ ReviewTask admin, and read-only lists of tasks, decisions and labels."""
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import Q
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -33,6 +34,15 @@ class ReviewTaskAdmin(ReviewQueueAdminMixin, PredictionSearchMixin, ReadOnlyAdmi
         "lease_expires_at", "created_at", "decided_at", "input_display", "decisions_display",
     )
     readonly_fields = ("decision_page", "input_display", "decisions_display")
+
+    def get_queryset(self, request):
+        """Operators (who may read every decision) see every task; a reviewer sees the tasks
+        they hold or have answered, not the whole queue's inputs and everyone's answers."""
+        tasks = super().get_queryset(request)
+        if request.user.has_perm("review.view_decision"):
+            return tasks
+        user = request.user
+        return tasks.filter(Q(claimed_by=user) | Q(pk__in=Decision.objects.filter(reviewer=user).values("task_id")))
 
     def get_fields(self, request, obj=None):
         fields = list(super().get_fields(request, obj))

@@ -15,7 +15,7 @@ from gateway.definitions import predictors_load
 from gateway.models import AnswerSource, Prediction, PredictionStatus
 from gateway.services import prediction_create
 from review.models import Decision, Label, LabelSource, ReviewTask, TaskKind, TaskStatus
-from review.services import review_task_claim_next, review_task_create
+from review.services import review_task_claim_next, review_task_create, review_task_decide
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -285,6 +285,7 @@ def test_a_reviewer_sees_the_queue_and_their_tasks_but_nothing_else(loan, rita_c
     models = {(app["app_label"], model["object_name"]) for app in index.context["app_list"] for model in app["models"]}
     assert models == {("gateway", "Predictor"), ("review", "ReviewTask")}
     assert f'href="{_url(QUEUE)}"' in index.content.decode()
+    assert "View site" not in index.content.decode()  # there is no site at / to view
 
     changelist = rita_client.get(reverse("admin:review_reviewtask_changelist"))
     assert changelist.status_code == 200 and "Open the review queue" in changelist.content.decode()
@@ -294,6 +295,25 @@ def test_a_reviewer_sees_the_queue_and_their_tasks_but_nothing_else(loan, rita_c
         "models_registry_modelversion", "auth_user",
     ):
         assert rita_client.get(reverse(f"admin:{name}_changelist")).status_code == 403, name
+
+
+def test_a_reviewers_task_list_holds_only_the_tasks_they_hold_or_answered(loan, rita_client, rita, client, operator):
+    answered, others, held = _pending(loan), _pending(loan), _pending(loan)  # claimed in this order
+    sam = factories.reviewer_with_token("sam-list", password=None)[0]
+    for prediction, reviewer in ((answered, rita), (others, sam)):
+        task = review_task_claim_next(reviewer=reviewer)
+        assert task.prediction_id == prediction.pk
+        review_task_decide(task_id=task.pk, reviewer=reviewer, output="approve")
+    mine = review_task_claim_next(reviewer=rita)
+    assert mine.prediction_id == held.pk
+
+    listed = rita_client.get(reverse("admin:review_reviewtask_changelist")).context["cl"].result_list
+    assert {t.prediction_id for t in listed} == {held.pk, answered.pk}
+    # Another reviewer's task is not there to open either; the operator sees every task.
+    other_task = others.review_tasks.get()
+    assert rita_client.get(reverse("admin:review_reviewtask_change", args=[other_task.pk])).status_code == 302
+    client.force_login(operator[0])
+    assert len(client.get(reverse("admin:review_reviewtask_changelist")).context["cl"].result_list) == 3
 
 
 def test_operators_do_not_get_the_queue_box_on_the_index(client, operator):
