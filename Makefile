@@ -19,7 +19,7 @@ VENV_STAMP := $(VENV)/.installed-$(REQ_SHA)
 
 help:
 	@echo "make run    - migrate, load predictors/, create demo users, serve http://$(HOST):$(PORT) (SQLite, Celery eager)"
-	@echo "make demo   - play the whole loop on loan-approval in a fresh demo database (demo.sqlite3); then make run DEMO=1"
+	@echo "make demo   - play the whole loop on loan-approval in a fresh demo database (demo.sqlite3), then serve it"
 	@echo "make test   - pytest against a throwaway PostgreSQL + Redis (PYTEST_ARGS=\"-k foo\")"
 	@echo "make lint   - ruff check"
 	@echo "make bench  - every benchmark on a throwaway PostgreSQL + Redis (BENCHES=..., BENCH_ARGS=--quick)"
@@ -43,7 +43,7 @@ run: venv
 	$(VPY) manage.py migrate --noinput
 	$(VPY) manage.py load_predictors predictors/
 	$(VPY) manage.py bootstrap_demo --host $(HOST):$(PORT)
-	exec $(VPY) manage.py runserver $(HOST):$(PORT)
+	exec $(VPY) manage.py run_local $(HOST):$(PORT)
 
 # The scenario needs a predictor with no history: it gets its own database, new each time,
 # and then serves it so the admin shows what happened (same logins as `make run`).
@@ -58,7 +58,7 @@ demo: venv
 	$(VPY) manage.py load_predictors predictors/
 	$(VPY) manage.py demo_traffic loan-approval --scenario $(DEMO_ARGS)
 	$(VPY) manage.py bootstrap_demo --host $(HOST):$(PORT)
-	exec $(VPY) manage.py runserver $(HOST):$(PORT)
+	exec $(VPY) manage.py run_local $(HOST):$(PORT)
 
 test: venv
 	scripts/testenv.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
