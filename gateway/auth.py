@@ -66,7 +66,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return key.client, key
 
     def authenticate_header(self, request):
-        return self.keyword
+        return challenge_for(request, default=self.keyword)
 
 
 class UserTokenAuthentication(authentication.BaseAuthentication):
@@ -91,7 +91,23 @@ class UserTokenAuthentication(authentication.BaseAuthentication):
         return token.user, token
 
     def authenticate_header(self, request):
-        return self.keyword
+        return challenge_for(request, default=self.keyword)
+
+
+def challenge_for(request, *, default: str) -> str:
+    """The WWW-Authenticate of a 401: the schemes the view takes, from its permission
+    classes (API clients send `Bearer`, people `Token`); DRF asks only the first
+    authenticator, whose own scheme would be wrong on people's endpoints."""
+    from .permissions import HasDjangoPerm, IsApiClient, IsApiClientOrHasPerm
+
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    kinds = set(getattr(view, "permission_classes", ()))
+    schemes = []
+    if kinds & {IsApiClient, IsApiClientOrHasPerm}:
+        schemes.append(ApiKeyAuthentication.keyword)
+    if kinds & {HasDjangoPerm, IsApiClientOrHasPerm}:
+        schemes.append(UserTokenAuthentication.keyword)
+    return ", ".join(schemes) or default
 
 
 def touch_key(key: ApiKey) -> None:
