@@ -82,7 +82,7 @@ def model_version_promote(
         names = ", ".join(f"{g['gate']} ({'pending' if g.get('passed') is None else 'failed'})" for g in blocking)
         if target.stage == Stage.REJECTED and not force:
             why = f" (gates not passed: {names})" if blocking else ""
-            raise PromotionRefused(f"a rejected version cannot be promoted{why}; force it with a written reason")
+            raise PromotionRefused(f"this version was rejected{why}; to promote it anyway, force it with a written reason")
         if blocking and not force:
             raise PromotionRefused(f"gates not passed: {names}; force it with a written reason")
         if problem is not None:

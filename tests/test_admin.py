@@ -185,7 +185,7 @@ def test_promote_action_reports_a_refusal(loan, otto_client, settings):
     )
     version.refresh_from_db()
     assert version.stage == Stage.REJECTED
-    assert any("cannot be promoted" in m for m in _messages(response))
+    assert any("was rejected" in m and "force it with a written reason" in m for m in _messages(response))
 
 
 def test_promote_action_needs_the_promote_permission(loan, client, settings):

@@ -182,7 +182,7 @@ def test_rollback_command_records_who_and_why(loan, operator):
 def test_promote_command_shows_gates_and_forces_only_with_a_reason(loan):
     _gates(loan, {"min_metrics": {"accuracy": 0.95}})
     version_gates_apply(version=_version(loan, 1))
-    with pytest.raises(CommandError, match="rejected version cannot be promoted"):
+    with pytest.raises(CommandError, match=r"this version was rejected .*; to promote it anyway, force it with a written reason"):
         _run("promote", "loan-approval", "1")
     with pytest.raises(CommandError, match="--force needs a written --reason"):
         _run("promote", "loan-approval", "1", "--force")
