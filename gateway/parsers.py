@@ -87,6 +87,8 @@ class JSONParser(parsers.JSONParser):
         except RecursionError:
             raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels") from None
         except ValueError as exc:  # also UnicodeDecodeError
+            if "integer string conversion" in str(exc):  # Python's advice to its programmer, not to a client
+                raise ParseError("JSON parse error - a number has more than 4300 digits") from None
             raise ParseError(f"JSON parse error - {exc}") from None
         if _surely_plain(raw):
             return data

@@ -98,6 +98,7 @@ CASES = [
     ("years-400-digit-int", ('{"input": {"amount": 1, "years_trading": 1' + "0" * 400 + "}}").encode(),
      JSON, {}, 422, {"input.years_trading"}),
     ("amount-10^5-digits", raw_input("1" + "0" * 100_000), JSON, {}, 400, None),
+    ("amount-10^300", raw_input("1" + "0" * 300), JSON, {}, 422, {"input.amount"}),  # a float holds it; the limit does not
     ("amount-NaN", raw_input("NaN"), JSON, {}, 400, None),
     ("amount-Infinity", raw_input("Infinity"), JSON, {}, 400, None),
     ("amount-minus-Infinity", raw_input("-Infinity"), JSON, {}, 400, None),
@@ -154,6 +155,12 @@ def test_malformed_requests_get_a_problem_and_store_nothing(predict, client_api,
     assert not ReviewTask.objects.exists()
 
 
+def test_a_number_too_long_to_read_is_named_as_such(predict, client_api):
+    response = client_api.post("/predict/loan-approval", data=raw_input("1" * 5000), content_type=JSON)
+    problem = problem_body(response, 400)
+    assert "more than 4300 digits" in problem["detail"] and "sys." not in problem["detail"]
+
+
 def test_the_control_case_is_accepted(predict, client_api):
     # The battery above would pass vacuously if the valid body were itself rejected.
     response = client_api.post("/predict/loan-approval", data=body(), content_type=JSON)
@@ -171,7 +178,7 @@ def test_the_control_case_is_accepted(predict, client_api):
         body(explain=False),
         body(callback_url=""),
         raw_input("1e3"),
-        raw_input("1" + "0" * 300),  # a big int a float can still hold
+        raw_input("1" + "0" * 15),  # the largest whole number an input may be (gateway.schema.NUMBER_LIMIT)
         b'{"input": {"amount": 1, "note": "a\\ud83d\\ude00b"}}',  # a surrogate *pair* is fine
         ('{"input": {"amount": 1, "years_trading": 2}' + "}").encode(),
     ],
