@@ -83,7 +83,9 @@ def appeal_file(*, prediction: Prediction, reason, requested_output=None, now=No
     appeal and its review task exist together. The task goes to a reviewer other than the
     one whose decision is appealed."""
     now = now or timezone.now()
-    if not isinstance(reason, str) or not reason.strip():
+    if reason is not None and not isinstance(reason, str):
+        raise AppealRefused("must be text: why you think the decision is wrong", field="reason")
+    if not reason or not reason.strip():
         raise AppealRefused("please say why you think the decision is wrong", field="reason")
     if len(reason) > REASON_MAX_LENGTH:
         raise AppealRefused(f"must be at most {REASON_MAX_LENGTH} characters", field="reason")

@@ -380,6 +380,12 @@ def test_invalid_json_appeals_are_422(loan, body, fields):
     assert not Appeal.objects.exists()
 
 
+def test_a_reason_that_is_not_text_is_told_so(loan):
+    response = _file_json(_path(_rule_answered(loan)), {"reason": 5})
+    (error,) = problem_body(response, 422)["errors"]
+    assert error == {"field": "reason", "message": "must be text: why you think the decision is wrong"}
+
+
 def test_malformed_json_is_400(loan):
     prediction = _rule_answered(loan)
     response = APIClient().post(_path(prediction), data="{nope", content_type="application/json")
