@@ -3,7 +3,6 @@ ReviewTask admin, and read-only lists of tasks, decisions and labels."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Q
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -11,6 +10,7 @@ from gateway.admin_readonly import EMPTY, HistoryAdmin, ReadOnlyAdminMixin, json
 
 from .admin_queue import DECIDE_PERMISSION, ReviewQueueAdminMixin
 from .models import Decision, Label, ReviewTask, TaskStatus
+from .selectors import own_tasks, task_listed_for
 
 
 class PredictionSearchMixin:
@@ -41,8 +41,13 @@ class ReviewTaskAdmin(ReviewQueueAdminMixin, PredictionSearchMixin, ReadOnlyAdmi
         tasks = super().get_queryset(request)
         if request.user.has_perm("review.view_decision"):
             return tasks
-        user = request.user
-        return tasks.filter(Q(claimed_by=user) | Q(pk__in=Decision.objects.filter(reviewer=user).values("task_id")))
+        return tasks.filter(own_tasks(request.user))
+
+    def has_view_permission(self, request, obj=None):
+        # The same rule for one task: its change page and its history pages (which
+        # simple-history serves without get_queryset).
+        allowed = super().has_view_permission(request, obj)
+        return allowed and (obj is None or task_listed_for(request.user, obj))
 
     def get_fields(self, request, obj=None):
         fields = list(super().get_fields(request, obj))

@@ -23,7 +23,7 @@ from gateway.models import AnswerSource
 
 from .models import Appeal, ReviewTask, TaskKind, TaskStatus
 from .presenters import earlier_decisions, input_rows
-from .selectors import queue_counts, tasks_held_by
+from .selectors import queue_counts, task_listed_for, tasks_held_by
 from .services import (
     InvalidDecision,
     TaskConflict,
@@ -268,7 +268,8 @@ class ReviewQueueAdminMixin:
             "decide_url": self._url("decide", task.pk),
             "release_url": self._url("release", task.pk),
             "extend_url": self._url("extend", task.pk),
-            "task_admin_url": self._url("change", task.pk),
+            # The task's admin page, when it is in this user's list (review/admin.py).
+            "task_admin_url": self._url("change", task.pk) if task_listed_for(request.user, task) else "",
         })
 
     @staticmethod

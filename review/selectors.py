@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from gateway.models import Predictor
 
-from .models import Appeal, AppealStatus, Label, ReviewTask, TaskKind, TaskStatus
+from .models import Appeal, AppealStatus, Decision, Label, ReviewTask, TaskKind, TaskStatus
 
 
 def labels_current(*, predictor: Predictor):
@@ -26,6 +26,19 @@ def claimable_tasks(*, now=None, reviewer=None):
         # them when several reviewers agreed on it (excluded_reviewer names only the last).
         tasks = tasks.exclude(kind=TaskKind.APPEAL, origin__decisions__reviewer=reviewer)
     return tasks
+
+
+def own_tasks(user) -> Q:
+    """The tasks a reviewer holds or has answered: their Review tasks list in the admin."""
+    return Q(claimed_by=user) | Q(pk__in=Decision.objects.filter(reviewer=user).values("task_id"))
+
+
+def task_listed_for(user, task: ReviewTask) -> bool:
+    """Is this task in the user's Review tasks list? Operators (who may read every
+    decision) list every task; a reviewer, `own_tasks`."""
+    if user.has_perm("review.view_decision"):
+        return True
+    return task.claimed_by_id == user.pk or task.decisions.filter(reviewer=user).exists()
 
 
 def queue_counts(*, now=None, reviewer=None) -> list[dict]:

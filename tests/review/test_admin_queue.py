@@ -312,6 +312,15 @@ def test_a_reviewers_task_list_holds_only_the_tasks_they_hold_or_answered(loan, 
     # Another reviewer's task is not there to open either; the operator sees every task.
     other_task = others.review_tasks.get()
     assert rita_client.get(reverse("admin:review_reviewtask_change", args=[other_task.pk])).status_code == 302
+    # Nor its history, which would show the answers (simple-history serves it apart from the list).
+    history = reverse("admin:review_reviewtask_history", args=[other_task.pk])
+    assert rita_client.get(history).status_code == 403
+    record = other_task.history.first()
+    assert rita_client.get(reverse("admin:review_reviewtask_simple_history", args=[other_task.pk, record.pk])).status_code == 403
+    assert rita_client.get(reverse("admin:review_reviewtask_history", args=[answered.review_tasks.get().pk])).status_code == 200
+    # The decision page of a task that is not hers says which it is without linking to a page she cannot open.
+    page = rita_client.get(_url("decide", other_task)).content.decode()
+    assert reverse("admin:review_reviewtask_change", args=[other_task.pk]) not in page and f"#{other_task.pk}" in page
     client.force_login(operator[0])
     assert len(client.get(reverse("admin:review_reviewtask_changelist")).context["cl"].result_list) == 3
 
