@@ -26,6 +26,11 @@ class LocalBeat:
     """The schedule's entries and when each is next due (monotonic seconds)."""
 
     def __init__(self, schedule: dict, *, now: float):
+        from config.celery_app import app
+
+        # What a worker imports at start (every app's tasks module): a web process has
+        # imported only the task modules its requests needed.
+        app.loader.import_default_modules()
         self.schedule = dict(schedule)
         self.next_at = dict.fromkeys(self.schedule, now)  # every entry runs first at start, as beat does
 
@@ -33,16 +38,13 @@ class LocalBeat:
         """Run every entry that is due at `now`; the names of those run, in schedule order."""
         from config.celery_app import app
 
-        # What a worker imports at start (every app's tasks module): a web process has
-        # imported only the task modules its requests needed.
-        app.loader.import_default_modules()
         ran = []
         for name, entry in self.schedule.items():
             if now < self.next_at[name]:
                 continue
-            self.next_at[name] = now + _seconds(entry["schedule"])
             ran.append(name)
             try:
+                self.next_at[name] = now + _seconds(entry["schedule"])
                 result = app.tasks[entry["task"]].apply(args=entry.get("args", ()), kwargs=entry.get("kwargs", {}))
                 if result.failed():
                     logger.error("periodic task %s (%s) failed: %r", name, entry["task"], result.result)
@@ -59,7 +61,10 @@ def local_beat_start(*, tick_seconds: float = 1.0) -> threading.Thread:
 
     def loop():
         while True:
-            beat.run_due(time.monotonic())
+            try:
+                beat.run_due(time.monotonic())
+            except Exception:  # the schedule goes on whatever one turn did
+                logger.exception("periodic tasks: a turn failed")
             time.sleep(tick_seconds)
 
     thread = threading.Thread(target=loop, name="oz-local-beat", daemon=True)

@@ -26,6 +26,12 @@ DEFAULT_TEXT_MAX_LENGTH = 10_000
 # An integer is compared with 10**15 exactly, as JSON Schema validators read the bound.
 NUMBER_LIMIT = 1e15
 _INTEGER_LIMIT = 10**15
+_LIMIT_MESSAGE = "must lie within ±1e15, the range of any number input or output"
+
+
+def _within_limit(value) -> bool:
+    limit = _INTEGER_LIMIT if isinstance(value, int) else NUMBER_LIMIT
+    return -limit <= value <= limit
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FIELD_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -148,6 +154,8 @@ def output_error(output_spec: dict, value) -> str | None:
         return None
     if not _is_number(value):
         return "must be a finite number"
+    if not _within_limit(value):  # a label trains models too: the same bound as inputs
+        return "is out of range"
     if "minimum" in output_spec and value < output_spec["minimum"]:
         return f"must be at least {output_spec['minimum']}"
     if "maximum" in output_spec and value > output_spec["maximum"]:
@@ -181,6 +189,8 @@ def _field_spec_errors(name: str, spec, errors: list[FieldError]) -> None:
         for key in ("minimum", "maximum"):
             if key in spec and not check(spec[key]):
                 errors.append(FieldError(f"{path}.{key}", f"must be a {'whole ' if kind == 'integer' else ''}number"))
+            elif key in spec and not _within_limit(spec[key]):
+                errors.append(FieldError(f"{path}.{key}", _LIMIT_MESSAGE))
         if _is_number(spec.get("minimum")) and _is_number(spec.get("maximum")) and spec["minimum"] > spec["maximum"]:
             errors.append(FieldError(f"{path}.maximum", "must not be below minimum"))
         if "unit" in spec and not isinstance(spec["unit"], str):
@@ -230,6 +240,8 @@ def _output_spec_errors(output, errors: list[FieldError]) -> None:
         for key in ("minimum", "maximum"):
             if key in output and not _is_number(output[key]):
                 errors.append(FieldError(f"output.{key}", "must be a number"))
+            elif key in output and not _within_limit(output[key]):
+                errors.append(FieldError(f"output.{key}", _LIMIT_MESSAGE))
         # Consensus on a number: reviewers agree when their answers lie within this of
         # each other (review.services.consensus_answer).
         if "agree_within" in output and not (_is_number(output["agree_within"]) and output["agree_within"] >= 0):

@@ -98,6 +98,8 @@ def _rules(rules: list):
         (_set(["input", "amount", "minimum"], "0"), "input.amount.minimum"),
         (_set(["input", "amount", "maximum"], math.inf), "input.amount.maximum"),
         (_set(["input", "amount", "maximum"], -1), "input.amount.maximum"),  # below minimum 0
+        (_set(["input", "amount", "maximum"], 1e18), "input.amount.maximum"),  # beyond what any input may be
+        (_set(["input", "years_trading", "minimum"], -(10**16)), "input.years_trading.minimum"),
         (_set(["input", "amount", "unit"], 3), "input.amount.unit"),
         (_set(["input", "amount", "description"], datetime.date(2024, 1, 1)), "input.amount.description"),
         (_set(["input", "years_trading", "minimum"], 0.5), "input.years_trading.minimum"),
@@ -195,6 +197,16 @@ def test_number_output_definition():
         training={"estimator": "ridge"}, gates={"max_metrics": {"rmse": 0.2}},
     ))
     assert errors_of(definition) == {"rules[1].default": "must be at most 1"}
+
+
+def test_a_number_output_lies_within_the_number_limit():
+    definition = mutated(lambda d: d.update(
+        output={"type": "number", "minimum": 2e15}, rules=[{"default": 1}], training={"estimator": "ridge"}, gates={},
+    ))
+    assert errors_of(definition)["output.minimum"] == "must lie within ±1e15, the range of any number input or output"
+    assert output_error({"type": "number"}, 1e15) is None
+    assert output_error({"type": "number"}, 1.5e15) == "is out of range"
+    assert output_error({"type": "number"}, -(10**15) - 1) == "is out of range"
 
 
 @pytest.mark.parametrize("tolerance, ok", [(0, True), (0.5, True), (10, True), (-0.1, False), ("1", False),
