@@ -327,7 +327,8 @@ def outputs(draw):
         labels = draw(st.lists(st.text(min_size=1, max_size=6), min_size=2, max_size=4, unique=True))
         return {"type": "label", "labels": labels}, st.sampled_from(labels)
     spec = {"type": "number"} | draw(bounds(finite))
-    low, high = spec.get("minimum"), spec.get("maximum")
+    # Answers lie within the limit on every number output (gateway.schema.NUMBER_LIMIT).
+    low, high = spec.get("minimum", -NUMBER_LIMIT), spec.get("maximum", NUMBER_LIMIT)
     return spec, st.floats(low, high, allow_nan=False, allow_infinity=False)
 
 
