@@ -380,10 +380,10 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=30)
     parser.add_argument("--labels", type=int, default=2000)
     parser.add_argument("--peers", default="mlflow,mlserver", help="comma-separated: mlflow, mlserver; '' for none")
-    parser.add_argument("--quick", action="store_true", help="smoke size: 2 s, one round, no peers")
+    parser.add_argument("--quick", action="store_true", help="smoke size: 1 s, one round, no peers")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.rounds, args.labels, args.peers = 2, 1, 300, ""
+        args.duration, args.rounds, args.labels, args.peers = 1, 1, 300, ""
 
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("bench/predict_http.py measures Oz on PostgreSQL: run it under scripts/testenv.sh (make bench does)")
@@ -454,7 +454,7 @@ def main() -> None:
 
             for name, url, script in targets:  # warm up: model loads, connection pools, caches
                 try:
-                    wrk_run(url, script, 2, args.connections)
+                    wrk_run(url, script, 1 if args.quick else 2, args.connections)
                 except RuntimeError:
                     server = server_of(name)
                     log(f"{name} failed; the end of {server.log_path}:\n" + server.log_path.read_text(errors="replace")[-3000:])

@@ -340,7 +340,9 @@ def webhook_attempt(*, delivery_id: int) -> WebhookDelivery | None:
             delivery=delivery, number=number, started_at=started_at, duration_ms=0, error=INTERRUPTED
         )
         delivery.attempts += 1
-        delivery.next_attempt_at = started_at + timedelta(seconds=settings.OZ_WEBHOOK_TIMEOUT_SECONDS + 30)
+        delivery.next_attempt_at = started_at + timedelta(
+            seconds=settings.OZ_WEBHOOK_TIMEOUT_SECONDS + settings.OZ_WEBHOOK_CLAIM_MARGIN_SECONDS
+        )
         delivery.save(update_fields=["attempts", "next_attempt_at"])
 
     client = ApiClient.objects.filter(predictions__pk=delivery.prediction_id).first()

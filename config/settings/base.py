@@ -273,6 +273,9 @@ CELERY_BEAT_SCHEDULE = {
 OZ_REVIEW_LEASE_SECONDS = env.int("OZ_REVIEW_LEASE_SECONDS", default=600)
 OZ_MAX_WAIT_SECONDS = 30
 OZ_WEBHOOK_TIMEOUT_SECONDS = env.int("OZ_WEBHOOK_TIMEOUT_SECONDS", default=5)
+# A try whose worker died mid-POST is retried this long after its timeout would have ended it
+# (gateway.webhooks): the margin keeps a slow but living try from being sent twice.
+OZ_WEBHOOK_CLAIM_MARGIN_SECONDS = env.int("OZ_WEBHOOK_CLAIM_MARGIN_SECONDS", default=30)
 OZ_WEBHOOK_MAX_ATTEMPTS = env.int("OZ_WEBHOOK_MAX_ATTEMPTS", default=8)
 # Webhooks to loopback/private addresses are refused unless this is on (local and tests).
 OZ_WEBHOOK_ALLOW_PRIVATE = env.bool("OZ_WEBHOOK_ALLOW_PRIVATE", default=False)

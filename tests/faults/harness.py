@@ -39,6 +39,7 @@ RUN = datetime.now(UTC).isoformat(timespec="seconds")  # groups the rows of one 
 SWEEP_SECONDS = 2
 OUTBOX_GRACE_SECONDS = 1
 WEBHOOK_TIMEOUT_SECONDS = 2
+WEBHOOK_CLAIM_MARGIN_SECONDS = 3  # production: 30
 HEARTBEAT_SECONDS = 0.5
 HEARTBEAT_TIMEOUT_SECONDS = 4
 
@@ -256,6 +257,7 @@ class Stack:
             # Loopback webhooks only through a network entry of the client's webhook_hosts.
             "OZ_WEBHOOK_ALLOW_PRIVATE": "false",
             "OZ_WEBHOOK_TIMEOUT_SECONDS": str(WEBHOOK_TIMEOUT_SECONDS),
+            "OZ_WEBHOOK_CLAIM_MARGIN_SECONDS": str(WEBHOOK_CLAIM_MARGIN_SECONDS),
             "OZ_SWEEP_SECONDS": str(SWEEP_SECONDS),
             "OZ_OUTBOX_GRACE_SECONDS": str(OUTBOX_GRACE_SECONDS),
             "OZ_TRAINING_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),

@@ -5,7 +5,7 @@ acks_late and reject_on_worker_lost, and the tasks are idempotent:
 - webhook: the whole worker (main process and pool) is killed while the receiver holds the
   POST, and a new worker is started. The message stays unacknowledged in Redis (it would come
   back after the broker's visibility timeout, an hour by default); the outbox sweeper re-sends
-  the delivery once the dead attempt's claim (the webhook timeout + 30 s) has expired.
+  the delivery once the dead attempt's claim (the webhook timeout + OZ_WEBHOOK_CLAIM_MARGIN_SECONDS) has expired.
   Delivery is at least once: the receiver may see the event twice, under the same
   `Oz-Delivery` id (its idempotency key); the cut attempt is logged as interrupted. Never lost.
 - training: the pool process running the run is killed; its worker hands the message back to
@@ -27,7 +27,15 @@ from gateway.webhooks import INTERRUPTED
 from models_registry.models import ModelVersion, TrainingRun
 from tests import factories
 
-from .harness import OUTBOX_GRACE_SECONDS, SWEEP_SECONDS, WEBHOOK_TIMEOUT_SECONDS, alive, report, wait_until
+from .harness import (
+    OUTBOX_GRACE_SECONDS,
+    SWEEP_SECONDS,
+    WEBHOOK_CLAIM_MARGIN_SECONDS,
+    WEBHOOK_TIMEOUT_SECONDS,
+    alive,
+    report,
+    wait_until,
+)
 
 SLOW_GRID = {"C": [round(0.01 * 1.6**i, 6) for i in range(24)]}  # 24 x 3 folds on thousands of labels
 LABELS = 4000
@@ -103,7 +111,7 @@ def test_a_worker_killed_mid_webhook_and_mid_training_duplicates_and_loses_nothi
     )
 
     # 3. The webhook: the sweeper re-sends it after the dead attempt's claim expired.
-    claim = WEBHOOK_TIMEOUT_SECONDS + 30 + OUTBOX_GRACE_SECONDS + SWEEP_SECONDS
+    claim = WEBHOOK_TIMEOUT_SECONDS + WEBHOOK_CLAIM_MARGIN_SECONDS + OUTBOX_GRACE_SECONDS + SWEEP_SECONDS
     try:
         wait_until(lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status="delivered").exists(),
                    "the interrupted webhook to be delivered", timeout=claim + 25 - (time.monotonic() - webhook_killed_at))
