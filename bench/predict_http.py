@@ -556,12 +556,10 @@ def summarise(runs: dict, args, oz: dict, stored: dict) -> dict:
     # against that view, which is what Oz's own work costs over Django and DRF themselves.
     calibration = {}
     if BARE in rows:
-        bare = rows[BARE]
-        for name in [*sorted(floors), "oz model"]:
-            over, under = (bare, rows[name]) if name.startswith("floor") else (rows[name], bare)
-            calibration[f"{'oz model' if name == 'oz model' else BARE} / {BARE if name == 'oz model' else name}"] = {
-                "rps": round(over["rps"] / under["rps"], 3),
-                "per_cpu_second": round(under["cpu_ms_per_request"] / over["cpu_ms_per_request"], 3),
+        for over, under in [*((BARE, floor_name) for floor_name in sorted(floors)), ("oz model", BARE)]:
+            calibration[f"{over} / {under}"] = {
+                "rps": round(rows[over]["rps"] / rows[under]["rps"], 3),
+                "per_cpu_second": round(rows[under]["cpu_ms_per_request"] / rows[over]["cpu_ms_per_request"], 3),
             }
     return {
         "bench": "predict_http",

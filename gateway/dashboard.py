@@ -364,7 +364,7 @@ def agreement(predictor: Predictor, window: Window) -> dict:
     since: how many, and how many said what the human's current label says; plus the QA
     samples decided in the window. Two queries."""
     from models_registry.models import ShadowPrediction
-    from models_registry.shadow import HUMAN_LABEL_SOURCES
+    from models_registry.shadow import HUMAN_LABEL_SOURCES, shadow_tolerance
     from review.models import Label, ReviewTask, TaskKind, TaskStatus
 
     human = Label.objects.filter(
@@ -379,7 +379,7 @@ def agreement(predictor: Predictor, window: Window) -> dict:
         shadows = shadows.annotate(said=Cast("output", TextField()), truth=Cast("human", TextField()))
         same = Q(said=F("truth"))
     else:
-        tolerance = ((predictor.gates or {}).get("min_shadow_agreement") or {}).get("tolerance") or 1e-9
+        tolerance = shadow_tolerance(predictor) or 1e-9
         shadows = shadows.annotate(gap=Abs(Cast("output", FloatField()) - Cast("human", FloatField())))
         same = Q(gap__lte=tolerance)
     rows = list(

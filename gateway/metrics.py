@@ -147,7 +147,7 @@ def _agreement() -> list[Family]:
 
     from gateway.models import AnswerSource, Prediction, Predictor
     from models_registry.models import ModelVersion, Stage
-    from models_registry.shadow import shadow_agreement
+    from models_registry.shadow import shadow_agreement, shadow_tolerance
     from review.models import ReviewTask, TaskKind, TaskStatus
     from review.services import _same_answer
 
@@ -158,12 +158,8 @@ def _agreement() -> list[Family]:
                       "How many (model answer, human decision) pairs the agreement ratio is over.",
                       ["predictor", "model_version", "evidence"])
     live = ModelVersion.objects.filter(stage__in=(Stage.CHAMPION, Stage.CHALLENGER, Stage.CANDIDATE)).select_related("predictor")
-    def tolerance(predictor) -> float | None:  # a number agrees with the human's within it
-        block = (predictor.gates or {}).get("min_shadow_agreement") or {}
-        return block.get("tolerance") if isinstance(block, dict) else None
-
     for version in live:
-        result = shadow_agreement(version=version, tolerance=tolerance(version.predictor))
+        result = shadow_agreement(version=version, tolerance=shadow_tolerance(version.predictor))
         if result["n"]:
             labels = [version.predictor.slug, version.version, "shadow"]
             rate.add(labels, result["rate"])
@@ -184,7 +180,7 @@ def _agreement() -> list[Family]:
     )
     tally: dict[tuple, list[int]] = {}
     # The same tolerance as the shadow evidence, so both measure one thing.
-    tolerances = {p.slug: tolerance(p) for p in Predictor.objects.only("slug", "gates")}
+    tolerances = {p.slug: shadow_tolerance(p) for p in Predictor.objects.only("slug", "gates")}
     for slug, version, model_output, human_output in qa.iterator(chunk_size=2000):
         counts = tally.setdefault((slug, version), [0, 0])
         counts[0] += 1

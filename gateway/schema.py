@@ -109,8 +109,7 @@ def value_error(spec: dict, value) -> str | None:
         if len(value) > limit:
             return f"must be at most {limit} characters"
     if kind in ("number", "integer"):
-        limit = _INTEGER_LIMIT if isinstance(value, int) else NUMBER_LIMIT
-        if not -limit <= value <= limit:
+        if not _within_limit(value):
             return "is out of range"
         if "minimum" in spec and value < spec["minimum"]:
             return f"must be at least {spec['minimum']}"

@@ -62,6 +62,13 @@ HUMAN_LABEL_SOURCES = (
 )
 
 
+def shadow_tolerance(predictor) -> float | None:
+    """How far a number model answer may be from the human's and still agree: the shadow
+    gate's `tolerance` (models_registry.config), or None (equal up to rounding)."""
+    block = (predictor.gates or {}).get("min_shadow_agreement") or {}
+    return block.get("tolerance") if isinstance(block, dict) else None
+
+
 def _within(tolerance: float):
     def same(output, target) -> bool:
         try:

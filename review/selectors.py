@@ -38,7 +38,7 @@ def task_listed_for(user, task: ReviewTask) -> bool:
     decision) list every task; a reviewer, `own_tasks`."""
     if user.has_perm("review.view_decision"):
         return True
-    return task.claimed_by_id == user.pk or task.decisions.filter(reviewer=user).exists()
+    return ReviewTask.objects.filter(own_tasks(user), pk=task.pk).exists()
 
 
 def queue_counts(*, now=None, reviewer=None) -> list[dict]:

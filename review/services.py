@@ -294,12 +294,17 @@ def _same_answer(a, b, within: float | None = None) -> bool:
     return a == b
 
 
+def agree_within(output_spec: dict) -> float | None:
+    """A number output's consensus tolerance (`agree_within`); None: equal up to rounding."""
+    return output_spec.get("agree_within") if output_spec.get("type") == "number" else None
+
+
 def consensus_answer(outputs: list, output_spec: dict) -> tuple[bool, object]:
     """Do these reviewers' answers agree, and on what? Labels must be equal; numbers must lie
     within the spec's `agree_within` of each other (largest minus smallest), and then the
     answer is their median, which may be a number nobody typed (the mean of the middle
     two). Without a tolerance the answer is the last one given."""
-    within = output_spec.get("agree_within") if output_spec.get("type") == "number" else None
+    within = agree_within(output_spec)
     if not within:
         return all(_same_answer(o, outputs[0]) for o in outputs), outputs[-1]
     ordered = sorted(outputs)

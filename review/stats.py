@@ -47,7 +47,7 @@ from sklearn.metrics import cohen_kappa_score
 from gateway.models import Predictor
 
 from .models import Decision, ReviewTask, TaskKind, TaskStatus
-from .services import _same_answer, consensus_answer
+from .services import _same_answer, agree_within, consensus_answer
 
 DEFAULT_WINDOW_DAYS = 7
 CONSENSUS_KINDS = (TaskKind.ROUTED, TaskKind.LOW_CONFIDENCE, TaskKind.QA_SAMPLE)
@@ -102,11 +102,6 @@ def pairwise_agreement(outputs: list, within: float | None = None) -> float:
     pairs = n * (n - 1) / 2
     agreeing = sum(_same_answer(outputs[a], outputs[b], within) for a in range(n) for b in range(a + 1, n))
     return agreeing / pairs
-
-
-def _agree_within(predictor: Predictor) -> float | None:
-    """A number output's consensus tolerance (None: equal up to rounding)."""
-    return predictor.output_spec.get("agree_within") if predictor.output_spec.get("type") == "number" else None
 
 
 def cohen_kappa(first: list, second: list) -> float | None:
@@ -179,7 +174,7 @@ def agreement_by_predictor(*, window: Window, predictor: Predictor | None = None
     for pk, p in sorted(predictors.items(), key=lambda item: item[1].slug):
         outputs = grouped.get(pk, [])
         is_label = p.output_spec.get("type") == "label"
-        within = _agree_within(p)
+        within = agree_within(p.output_spec)
         row = {
             "output_type": p.output_spec.get("type"),
             "tasks": len(outputs),
@@ -259,7 +254,7 @@ def review_stats(*, predictor: Predictor | None = None, days: float = DEFAULT_WI
     predictors = _predictors(predictor)
     slug_of = {pk: p.slug for pk, p in predictors.items()}
     is_label = {pk: p.output_spec.get("type") == "label" for pk, p in predictors.items()}
-    within_of = {pk: _agree_within(p) for pk, p in predictors.items()}
+    within_of = {pk: agree_within(p.output_spec) for pk, p in predictors.items()}
 
     decisions = list(
         _scoped(Decision.objects, "task__predictor", predictor)

@@ -124,10 +124,9 @@ def test_standard_library_log_lines_carry_the_bound_request_id(json_logs):
     assert event["request_id"] == "req-stdlib" and event["level"] == "warning" and event["logger"] == "gateway.something"
 
 
-@pytest.mark.parametrize("module", ["config.settings.production", "config.settings.local"])
-def test_a_logged_traceback_shows_no_local_variables(module):
-    # Was: the console (make run) printed each frame's locals, a request's whole input among
-    # them, fields marked `log: false` included.
+def _python_under(module: str, code: str):
+    """Run `code` in a new Python process under the settings `module` (and no DJANGO_ or
+    OZ_LOG variables of this one); its completed process, output captured."""
     import os
     import subprocess
     import sys
@@ -136,6 +135,14 @@ def test_a_logged_traceback_shows_no_local_variables(module):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OZ_LOG"))}
     env.update(DJANGO_SETTINGS_MODULE=module, DJANGO_SECRET_KEY="x" * 50, DJANGO_ALLOWED_HOSTS="oz.example.com")
+    return subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("module", ["config.settings.production", "config.settings.local"])
+def test_a_logged_traceback_shows_no_local_variables(module):
+    # Was: the console (make run) printed each frame's locals, a request's whole input among
+    # them, fields marked `log: false` included.
     code = (
         "import django, logging; django.setup()\n"
         "def predict(note):\n"
@@ -146,8 +153,7 @@ def test_a_logged_traceback_shows_no_local_variables(module):
         "except ZeroDivisionError:\n"
         "    logging.getLogger('gateway.services').exception('model failed')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = _python_under(module, code)
     assert result.returncode == 0, result.stderr
     assert "ZeroDivisionError" in result.stderr and "predict" in result.stderr  # the traceback is there
     assert "Jane-Doe" not in result.stderr, result.stderr
@@ -157,22 +163,13 @@ def test_a_logged_traceback_shows_no_local_variables(module):
     ("module", "renderer"), [("config.settings.production", "JSONRenderer"), ("config.settings.local", "ConsoleRenderer")]
 )
 def test_production_logs_json_and_local_logs_console(module, renderer):
-    import os
-    import subprocess
-    import sys
-
-    from django.conf import settings
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OZ_LOG"))}
-    env.update(DJANGO_SETTINGS_MODULE=module, DJANGO_SECRET_KEY="x" * 50, DJANGO_ALLOWED_HOSTS="oz.example.com")
     code = (
         "import django, logging; django.setup(); from django.conf import settings; "
         "print(type(settings.LOGGING['formatters']['structured']['processors'][-1]).__name__); "
         "import structlog; from structlog.contextvars import bind_contextvars; bind_contextvars(request_id='r-1'); "
         "structlog.get_logger('x').info('hello', n=1)"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = _python_under(module, code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == renderer
     line = result.stderr.strip().splitlines()[-1]
