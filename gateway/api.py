@@ -111,7 +111,8 @@ class PredictView(APIView):
             data = envelope.validated_data if not errors else {}
         clean_input, input_errors = input_validate(predictor.schema, body.get("input"))
         if "input" in body:
-            errors.extend(e.as_dict() for e in input_errors)
+            # `input: null` is refused by the envelope and by input_validate alike: once.
+            errors.extend(e for e in (e.as_dict() for e in input_errors) if e not in errors)
         if errors:
             raise FieldValidationError(errors)
         idempotency_key = request.headers.get("Idempotency-Key", "")

@@ -72,6 +72,10 @@ def _is_integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_integral_float(value) -> bool:
+    return type(value) is float and value.is_integer()  # NaN and the infinities are not
+
+
 # ---------------------------------------------------------------------------------------
 # Values of one field type (shared by input validation and rule validation)
 # ---------------------------------------------------------------------------------------
@@ -90,7 +94,10 @@ def value_error(spec: dict, value) -> str | None:
         if not _is_number(value):
             return "must be a finite number"
     elif kind == "integer":
-        if not _is_integer(value):
+        # 3.0 is an integer to JSON Schema (and to the OpenAPI schema that states the field):
+        # a client's numbers often pass through floats (pandas, JavaScript). input_validate
+        # stores it as 3.
+        if not (_is_integer(value) or _is_integral_float(value)):
             return "must be an integer"
         if not _is_number(value):
             return "is out of range"
@@ -121,9 +128,10 @@ def value_error(spec: dict, value) -> str | None:
 def input_validate(schema: dict, data) -> tuple[dict, list[FieldError]]:
     """Check a request's `input` against a predictor's input schema.
 
-    Returns the clean input (only declared fields; explicit nulls dropped) and the list of
-    field errors; the input is valid when that list is empty. Unknown fields are errors, so
-    a client's typo never silently becomes a missing value."""
+    Returns the clean input (only declared fields; explicit nulls dropped; an integer field's
+    integral float, 3.0, as the integer 3) and the list of field errors; the input is valid
+    when that list is empty. Unknown fields are errors, so a client's typo never silently
+    becomes a missing value."""
     if not isinstance(data, dict):
         return {}, [FieldError("input", "must be an object")]
     errors: list[FieldError] = []
@@ -140,6 +148,8 @@ def input_validate(schema: dict, data) -> tuple[dict, list[FieldError]]:
         problem = value_error(spec, value)
         if problem:
             errors.append(FieldError(f"input.{name}", problem))
+        elif type(value) is float and spec["type"] == "integer":
+            clean[name] = int(value)  # an integral float (value_error took it): stored as the integer
         else:
             clean[name] = value
     return clean, errors

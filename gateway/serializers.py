@@ -49,7 +49,10 @@ class StrictIntegerField(serializers.IntegerField):
 
 @extend_schema_field({"type": "object", "additionalProperties": True})
 class ObjectJSONField(serializers.JSONField):
-    """A JSON object, documented as one; the view checks its fields (gateway.schema)."""
+    """A JSON object, documented as one; the view checks its fields (gateway.schema), and
+    says of null what it says of any other non-object."""
+
+    default_error_messages = {"null": "must be an object"}
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "number"}]})

@@ -188,6 +188,19 @@ def test_unusual_but_valid_bodies_are_accepted(predict, client_api, raw):
     assert response.status_code == 202, response.content[:300]
 
 
+@pytest.mark.parametrize("value", [None, [], "x"])
+def test_an_input_that_is_not_an_object_is_one_error(predict, client_api, value):
+    problem = problem_body(client_api.post("/predict/loan-approval", data=body(input=value), content_type=JSON), 422)
+    assert problem["errors"] == [{"field": "input", "message": "must be an object"}]
+
+
+def test_an_integral_float_for_an_integer_field_is_stored_as_the_integer(predict, client_api):
+    response = client_api.post("/predict/loan-approval", data=with_input(years_trading=4.0), content_type=JSON)
+    assert response.status_code == 202, response.content[:300]
+    stored = Prediction.objects.get().input["years_trading"]
+    assert stored == 4 and type(stored) is int
+
+
 @pytest.mark.parametrize("slug", ["nope", "loan-approval-2", "LOAN-APPROVAL"])
 def test_unknown_predictor_is_404(predict, client_api, slug):
     response = client_api.post(f"/predict/{slug}", data=body(), content_type=JSON)
