@@ -124,9 +124,14 @@ class TrainView(APIView):
     permission_classes = [HasDjangoPerm]
     required_perms = ("models_registry.add_trainingrun",)
 
-    @extend_schema(operation_id="train", request=None, responses={202: RunSerializer, 404: PROBLEM, 409: PROBLEM})
+    @extend_schema(operation_id="train", request=None, responses={202: RunSerializer, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+                   description="Queue a training run. The body is empty (or `{}`): a run takes its settings from the "
+                   "predictor's definition, so any field sent is refused rather than silently ignored.")
     def post(self, request, slug: str):
         predictor = _predictor_or_404(slug)
+        _, errors = _body_errors(request, ())
+        if errors:
+            raise FieldValidationError(errors)
         try:
             run = training_run_request(predictor=predictor, requested_by=request.user)
         except TrainingAlreadyActive as exc:

@@ -1,6 +1,7 @@
 """Edges found in review: inputs beyond the numeric limit, a champion from another
-schema version, promotion on stale gate results, bodies that are JSON null, racing
-rollbacks, a cache load overtaken by a change, number outputs under the shadow gate."""
+schema version, promotion on stale gate results, bodies that are JSON null or carry fields
+a request does not take, racing rollbacks, a cache load overtaken by a change, number
+outputs under the shadow gate."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -11,7 +12,7 @@ from gateway import serving_cache, sla
 from gateway.models import Prediction, Predictor
 from gateway.services import prediction_create, routing_update
 from models_registry.config import definition_errors
-from models_registry.models import ModelVersion, ShadowPrediction, Stage
+from models_registry.models import ModelVersion, ShadowPrediction, Stage, TrainingRun
 from models_registry.services import PromotionRefused, model_version_promote
 from models_registry.shadow import shadow_agreement
 from review.models import Label
@@ -89,6 +90,25 @@ def test_a_json_null_body_is_422_not_an_empty_one(loan, operator_api, path):
     response = operator_api.post(path, "null", content_type="application/json")
     assert error_fields(problem_body(response, 422)) == {""}
     assert ModelVersion.objects.get(version=2).stage == Stage.CHAMPION
+
+
+@pytest.mark.parametrize("body, fields", [({"estimator": "random_forest"}, {"estimator"}), ([], {""})])
+def test_a_training_request_with_fields_is_refused_not_ignored(loan, operator_api, body, fields):
+    # A run takes its settings from the definition: a field that looks like a setting would
+    # otherwise be accepted and silently have no effect.
+    problem = problem_body(post_json(operator_api, "/predictors/loan-approval/train", body), 422)
+    assert error_fields(problem) == fields
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.parametrize("body", [None, {}])
+def test_a_training_request_without_fields_is_queued(loan, operator_api, body):
+    if body is None:
+        response = operator_api.post("/predictors/loan-approval/train")
+    else:
+        response = post_json(operator_api, "/predictors/loan-approval/train", body)
+    assert response.status_code == 202, response.content[:300]
+    assert TrainingRun.objects.count() == 1
 
 
 def test_rollback_with_expected_version_refuses_a_second_racing_rollback(loan, operator_api):
