@@ -16,7 +16,8 @@ import sys
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError as DbInterfaceError
 from django.db import OperationalError as DbOperationalError
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.template.loader import render_to_string
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
@@ -262,8 +263,21 @@ def handler400(request, exception=None):
 
 def handler403(request, exception=None):
     if _is_admin(request):
-        return defaults.permission_denied(request, exception)
+        return _admin_forbidden(request, exception)
     return _problem_json(403, "Forbidden.")
+
+
+def _admin_forbidden(request, exception) -> HttpResponseForbidden:
+    """The admin's own page, header and links included, saying why when the refusal does (a
+    PermissionDenied's message is written for the person, never taken from the request)."""
+    from django.contrib import admin
+
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:  # refused before the user was known
+        return defaults.permission_denied(request, exception)
+    reason = str(exception) if isinstance(exception, PermissionDenied) and exception.args else ""
+    context = {**admin.site.each_context(request), "reason": reason}
+    return HttpResponseForbidden(render_to_string("admin/403.html", context, request))
 
 
 def handler500(request):

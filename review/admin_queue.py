@@ -150,7 +150,7 @@ class ReviewQueueAdminMixin:
 
     def _require_reviewer(self, request):
         if not request.user.has_perm(DECIDE_PERMISSION):
-            raise PermissionDenied
+            raise PermissionDenied("The review queue is for reviewers: your account may not claim or decide tasks.")
 
     def _url(self, name: str, *args) -> str:
         return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args,

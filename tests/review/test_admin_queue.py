@@ -82,6 +82,16 @@ def test_queue_pages_need_the_decide_permission(loan, client, operator):
     assert task.status == TaskStatus.OPEN
 
 
+def test_a_refused_queue_page_says_why_inside_the_admin(loan, client, operator):
+    client.force_login(operator[0])
+    response = client.get(_url(QUEUE))
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "The review queue is for reviewers" in html
+    assert 'id="site-name"' in html and reverse("admin:index") in html  # the admin's header and a way back
+    assert reverse("admin:logout") in html  # and the user's tools, to sign in as someone else
+
+
 def test_claim_next_opens_the_oldest_highest_priority_task(loan, rita_client, rita):
     _pending(loan)
     _pending(loan)
