@@ -20,8 +20,18 @@ def has_control_characters(value: str) -> bool:
     return not _NO_CONTROL.match(value)
 
 
+# Field errors in Oz's own words ("must be …"), as gateway.schema words an input's: DRF's
+# stock sentences ("A valid integer is required.") would sit beside them in one response.
+_OZ_MESSAGES = {"required": "this field is required", "null": "must not be null"}
+
+
 class StrictCharField(serializers.CharField):
     """A string, and only a string (DRF's CharField would turn 17 into "17")."""
+
+    default_error_messages = {
+        **_OZ_MESSAGES, "invalid": "must be a string", "blank": "must not be empty",
+        "max_length": "must be at most {max_length} characters", "min_length": "must be at least {min_length} characters",
+    }
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
@@ -32,6 +42,8 @@ class StrictCharField(serializers.CharField):
 class StrictBooleanField(serializers.BooleanField):
     """true or false, and nothing else (DRF's BooleanField would take 0, 1, "yes", "on" …)."""
 
+    default_error_messages = {**_OZ_MESSAGES, "invalid": "must be true or false"}
+
     def to_internal_value(self, data):
         if not isinstance(data, bool):
             self.fail("invalid", input=data)
@@ -40,6 +52,11 @@ class StrictBooleanField(serializers.BooleanField):
 
 class StrictIntegerField(serializers.IntegerField):
     """A JSON number without a fraction (DRF's IntegerField would take "10" and true)."""
+
+    default_error_messages = {
+        **_OZ_MESSAGES, "invalid": "must be a whole number", "max_string_length": "must be a whole number",
+        "max_value": "must be at most {max_value}", "min_value": "must be at least {min_value}",
+    }
 
     def to_internal_value(self, data):
         if isinstance(data, (bool, str)):
@@ -52,7 +69,7 @@ class ObjectJSONField(serializers.JSONField):
     """A JSON object, documented as one; the view checks its fields (gateway.schema), and
     says of null what it says of any other non-object."""
 
-    default_error_messages = {"null": "must be an object"}
+    default_error_messages = {**_OZ_MESSAGES, "null": "must be an object"}
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "number"}]})
@@ -64,7 +81,9 @@ class AnswerJSONField(serializers.JSONField):
 class PredictRequestSerializer(serializers.Serializer):
     input = ObjectJSONField(help_text="Field values, as the predictor's input schema says (the typed "
                             "`POST /predict/<slug>` of each predictor lists them).")
-    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=2000, error_messages={
+        "invalid": "must be an http or https URL", "max_length": "must be at most {max_length} characters",
+    })
     wait = StrictIntegerField(required=False, min_value=0, max_value=30, help_text="Seconds to hold for a human answer.")
     explain = StrictBooleanField(required=False, default=False)
     routing_key = StrictCharField(

@@ -194,6 +194,19 @@ def test_an_input_that_is_not_an_object_is_one_error(predict, client_api, value)
     assert problem["errors"] == [{"field": "input", "message": "must be an object"}]
 
 
+def test_envelope_errors_are_in_the_same_words_as_input_errors(predict, client_api):
+    raw = json.dumps({"inputs": {}, "wait": 31, "explain": 1, "routing_key": 17, "callback_url": "nope"}).encode()
+    problem = problem_body(client_api.post("/predict/loan-approval", data=raw, content_type=JSON), 422)
+    assert {e["field"]: e["message"] for e in problem["errors"]} == {
+        "inputs": "unknown field",
+        "input": "this field is required",
+        "wait": "must be at most 30",
+        "explain": "must be true or false",
+        "routing_key": "must be a string",
+        "callback_url": "must be an http or https URL",
+    }
+
+
 def test_an_integral_float_for_an_integer_field_is_stored_as_the_integer(predict, client_api):
     response = client_api.post("/predict/loan-approval", data=with_input(years_trading=4.0), content_type=JSON)
     assert response.status_code == 202, response.content[:300]
