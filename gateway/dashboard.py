@@ -9,6 +9,7 @@ What it shows, over a window of the last 1, 7, 30 (default) or 90 days:
 - model-human agreement per model version on shadow traffic (the shadow's output against the
   current human label, as `models_registry.shadow.shadow_agreement` counts it), QA samples
   confirmed or corrected, and appeal and overturn rates per source and model version;
+- the labels collected per day by source, and the mix of labels in the current training set;
 - training metrics per model version (the full chart is the training runs' "metrics over
   versions" page);
 - drift per input field and day as a heat map of PSI (from DriftReport rows);
@@ -487,6 +488,96 @@ def _label_source(row) -> str:
     return f"{row['source']} v{row['model_version']}" if row["model_version"] else row["source"]
 
 
+# -- labels -------------------------------------------------------------------------------------
+
+LABEL_SOURCE_SERIES = (
+    ("review", "Review", charts.BLUE),
+    ("low_confidence", "Low-confidence review", charts.SKY),
+    ("qa", "QA sample", charts.GREEN),
+    ("adjudication", "Adjudication", charts.PURPLE),
+    ("appeal", "Appeal", charts.VERMILLION),
+    ("outcome", "Outcome reported by the client", charts.ORANGE),
+    ("import", "Import", charts.GREY),
+)
+
+
+def labels_collected(predictor: Predictor, window: Window) -> dict:
+    """Labels recorded per bucket by source (superseded ones too: they were collected then),
+    and, for a label output, the mix of targets in the current labels, the set the next
+    training run reads. Two queries (three for a label output)."""
+    from review.models import Label
+    from review.selectors import labels_current
+
+    rows = (
+        Label.objects.filter(predictor=predictor, created_at__gte=window.since)
+        .annotate(bucket=window.trunc("created_at"))
+        .values("bucket", "source")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    index = {b: i for i, b in enumerate(window.buckets)}
+    values = {key: [0] * len(window.buckets) for key, _, _ in LABEL_SOURCE_SERIES}
+    for row in rows:
+        i = index.get(window.key(row["bucket"]))
+        if i is not None and row["source"] in values:
+            values[row["source"]][i] += row["n"]
+    totals = {key: sum(v) for key, v in values.items()}
+    current = labels_current(predictor=predictor)
+    mix = None
+    if predictor.is_classification:
+        # The output's labels in their order, then any target a former output spec allowed.
+        counts = {row["target"]: row["n"] for row in current.values("target").annotate(n=Count("id")).order_by()}
+        declared = list(predictor.output_spec.get("labels", []))
+        others = sorted((t for t in counts if t not in declared), key=str)
+        mix = [(str(t), counts.get(t, 0)) for t in declared + others]
+    return {"values": values, "totals": totals, "total": sum(totals.values()), "current": current.count(), "mix": mix}
+
+
+def labels_panels(data: dict, window: Window) -> list[dict]:
+    series = [{"name": name, "color": colour, "values": data["values"][key]} for key, name, colour in LABEL_SOURCE_SERIES]
+    legend = [{"name": name, "color": colour, "total": data["totals"][key]} for key, name, colour in LABEL_SOURCE_SERIES]
+    table = _table(
+        [window.unit, *[name for _, name, _ in LABEL_SOURCE_SERIES], "total"],
+        [[label, *[data["values"][k][i] for k, _, _ in LABEL_SOURCE_SERIES], sum(data["values"][k][i] for k, _, _ in LABEL_SOURCE_SERIES)]
+         for i, label in enumerate(window.labels)]
+        + [["total", *[data["totals"][k] for k, _, _ in LABEL_SOURCE_SERIES], data["total"]]],
+    )
+    title = "Labels collected by source"
+    if data["total"]:
+        flow = _panel("labels", title, table=table, legend=legend, chart=charts.stacked_bars(
+            chart_id="oz-chart-labels", title=f"Labels recorded per {window.unit} by source",
+            desc=f"Stacked bars: labels recorded per {window.unit} over {window.description}, by where they came from: "
+                 + ", ".join(f"{name} {data['totals'][key]}" for key, name, _ in LABEL_SOURCE_SERIES) + f"; {data['total']} in all.",
+            labels=window.labels, series=series,
+        ), note="Every answer a person or a client gave, including those a later label corrected.")
+    else:
+        flow = _panel("labels", title, table=table, empty=f"No labels recorded in {window.description}: reviewers' decisions, "
+                      "appeals and reported outcomes become labels.")
+
+    mix_title = "Label mix of the training set"
+    current = data["current"]
+    if data["mix"] is None:
+        mix = _panel("label-mix", mix_title,
+                     empty=f"A number output: {current:,} current labels. Their distribution is in the dataset export.")
+    elif not current:
+        mix = _panel("label-mix", mix_title, empty="No current labels yet: the next training run would have nothing to read.")
+    else:
+        rows = [{"label": target, "values": [n / current]} for target, n in data["mix"]]
+        mix = _panel(
+            "label-mix", mix_title,
+            table=_table(["label", "current labels", "share"], [[t, n, _pct(n / current)] for t, n in data["mix"]]),
+            note=f"All {current:,} current labels, whenever recorded: what the next training run reads (a corrected label is "
+                 "replaced by its correction). A label far rarer than the others is one the model will learn poorly.",
+            chart=charts.hbars(
+                chart_id="oz-chart-label-mix", title="Share of each label in the current labels",
+                desc="Horizontal bars: " + "; ".join(f"{t} {_pct(n / current)} ({n})" for t, n in data["mix"]) + ".",
+                rows=rows, series=[{"name": "share of current labels", "color": charts.BLUE}], fmt=charts.percent,
+                top_value=min(1.0, charts.nice_ceiling(max(n / current for _, n in data["mix"]))),
+            ),
+        )
+    return [flow, mix]
+
+
 # -- training -----------------------------------------------------------------------------------
 
 def training_panel(predictor: Predictor, user) -> dict:
@@ -734,7 +825,8 @@ def dashboard_context(predictor: Predictor, *, days: int, user, now=None) -> dic
     a = agreement(predictor, window)
     appeal_rows = appeals_by_version(predictor, window)
     panels = [traffic_panel(t, window), *queue_panels(q, window, now), *agreement_panels(a, appeal_rows, window),
-              training_panel(predictor, user), drift_panel(drift(predictor, window), window),
+              *labels_panels(labels_collected(predictor, window), window), training_panel(predictor, user),
+              drift_panel(drift(predictor, window), window),
               explanation_panel(explanations(predictor, window), window), groups_panel(groups(predictor, window), window)]
     shadow_n = sum(r["n"] for r in a["versions"])
     shadow_ok = sum(r["agreeing"] for r in a["versions"])

@@ -180,8 +180,8 @@ def test_empty_predictor_renders_every_empty_state(otto_client, loan, django_ass
         response = otto_client.get(_url(loan.slug))
     assert response.status_code == 200
     body = response.content.decode()
-    for key in ("traffic", "queue-now", "queue-flow", "time-to-decision", "agreement", "appeals", "training", "drift",
-                "explanations", "groups"):
+    for key in ("traffic", "queue-now", "queue-flow", "time-to-decision", "agreement", "appeals", "labels", "label-mix",
+                "training", "drift", "explanations", "groups"):
         assert f'id="oz-empty-{key}"' in body, key
     assert 'class="oz-svg"' not in body
     assert "No predictions in the last 30 days." in body
@@ -193,11 +193,15 @@ def test_empty_predictor_renders_every_empty_state(otto_client, loan, django_ass
 def test_busy_predictor_numbers(otto_client, loan, django_assert_max_num_queries):
     now = timezone.now()
     busy(loan, now)
+    window = dashboard_window(30, now)
+    for source, target, age in (("outcome", "approve", 2), ("import", "approve", 2), ("appeal", "refer", 40), ("import", "legacy", 40)):
+        label = Label.objects.create(predictor=loan, schema_version=1, input=factories.loan_input(), target=target, source=source)
+        Label.objects.filter(pk=label.pk).update(created_at=now - timedelta(days=age))
     with django_assert_max_num_queries(MAX_QUERIES):
         response = otto_client.get(_url(loan.slug))
     assert response.status_code == 200
     body = response.content.decode()
-    assert "id=\"oz-empty-" not in body and body.count('class="oz-svg"') == 10  # a chart in every panel
+    assert "id=\"oz-empty-" not in body and body.count('class="oz-svg"') == 12  # a chart in every panel
     tables = tables_of(response)
 
     traffic = tables["oz-table-traffic"]
@@ -232,13 +236,26 @@ def test_busy_predictor_numbers(otto_client, loan, django_assert_max_num_queries
     assert appeals[("human", "–")] == ["200", "1", "0", "0", "0.5%", "0%"]
     assert appeals[("rule", "–")][:2] == ["120", "0"]
 
+    collected = tables["oz-table-labels"]
+    assert collected["day"][1:3] == ["Review", "Low-confidence review"] and collected["day"][-1] == "total"
+    # 31 review labels today (one since superseded), an outcome and an import 2 days ago, an
+    # appeal 40 days ago (outside the window).
+    assert collected[today][1] == "31" and collected[today][-1] == "31"
+    assert collected[window.labels[-3]][6:] == ["1", "1", "2"]
+    assert collected["total"][1:] == ["31", "0", "0", "0", "0", "1", "1", "33"]
+    mix = tables["oz-table-label-mix"]
+    # Current labels: 16 approve, 14 refer (busy's 30), plus the outcome's and the import's
+    # approve, the appeal's refer and a legacy target: 34; the superseded one is not counted.
+    assert mix["approve"][1:] == ["18", "52.9%"]
+    assert mix["refer"][1:] == ["15", "44.1%"]
+    assert mix["legacy"][1:] == ["1", "2.94%"]  # a target an earlier output spec allowed is shown too
+
     training = tables["oz-table-training"]
     assert training["v1"][1:] == ["champion", "0.8", "0.7"]
     assert training["v2"][1:] == ["candidate", "0.85", "0.75"]
 
     drift = tables["oz-table-drift"]
     assert drift["day"][:5] == ["day", "reports", "alerts", "amount", "sector"]
-    window = dashboard_window(30, now)
     assert drift[window.labels[-2]][1:5] == ["1", "1", "0.050", "0.310"]
     assert drift[window.labels[-3]][1:5] == ["1", "0", "0.120", "–"]
 
@@ -256,6 +273,24 @@ def test_busy_predictor_numbers(otto_client, loan, django_assert_max_num_queries
     # and models[2] (food), models[1] and humans[-1] (position 19: retail).
     assert groups["food"][4:7] == ["30", "2", "1"]
     assert groups["retail"][4:7] == ["20", "2", "0"]
+
+
+def test_a_number_outputs_label_panels(otto_client, tmp_path):
+    from gateway.definitions import predictors_load
+    from gateway.models import Predictor
+
+    (tmp_path / "price.yaml").write_text(
+        "slug: price\ninput: {size: {type: number}}\noutput: {type: number, minimum: 0}\nrouting: {mode: human}\n"
+    )
+    predictors_load(tmp_path / "price.yaml")
+    price = Predictor.objects.get(slug="price")
+    for target in (120.5, 99):
+        Label.objects.create(predictor=price, schema_version=1, input={"size": 1}, target=target, source="review")
+    response = otto_client.get(_url("price"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert tables_of(response)["oz-table-labels"]["total"][1] == "2"
+    assert 'id="oz-empty-label-mix"' in body and "A number output: 2 current labels." in body
 
 
 def test_the_range_selector(otto_client, loan):
@@ -316,7 +351,7 @@ def test_every_chart_is_labelled(otto_client, loan):
     busy(loan, timezone.now(), days=2, extra_old=0)
     body = otto_client.get(_url(loan.slug)).content.decode()
     svgs = [part for part in body.split("<svg")[1:] if 'class="oz-svg"' in part.split(">", 1)[0]]
-    assert len(svgs) == 10
+    assert len(svgs) == 12
     for svg in svgs:
         head = svg.split(">", 1)[0]
         assert 'role="img"' in head and 'aria-label="' in head

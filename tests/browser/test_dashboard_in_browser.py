@@ -41,7 +41,7 @@ def test_dashboard_of_an_empty_predictor(live_server, chromium):
     page.goto(f"{live_server.url}{reverse('admin:gateway_predictor_change', args=[loan.pk])}")
     page.click(".object-tools a:text-is('Dashboard')")
     page.wait_for_url("**/dashboard/loan-approval/")
-    assert page.locator(".oz-empty").count() == 10
+    assert page.locator(".oz-empty").count() == 12
     assert _charts_drawn(page) == 0
     assert "No predictions in the last 30 days." in page.inner_text("#content-main")
     screenshot(page, "dashboard", "1-empty-predictor")
@@ -56,7 +56,7 @@ def test_dashboard_of_a_busy_predictor(live_server, chromium):
     page.click(".oz-index a:text-is('loan-approval')")
     page.wait_for_url("**/dashboard/loan-approval/")
     assert page.locator(".oz-empty").count() == 0
-    assert _charts_drawn(page) == 10
+    assert _charts_drawn(page) == 12
     screenshot(page, "dashboard", "3-busy-30-days")
 
     # The table under a chart opens without JavaScript of ours (<details>).
@@ -68,7 +68,7 @@ def test_dashboard_of_a_busy_predictor(live_server, chromium):
 
     page.click(".oz-ranges a:text-is('7 days')")
     page.wait_for_url("**?days=7")
-    assert _charts_drawn(page) == 10
+    assert _charts_drawn(page) == 12
     screenshot(page, "dashboard", "5-busy-7-days")
     page.click(".oz-ranges a:text-is('24 hours')")
     page.wait_for_url("**?days=1")
