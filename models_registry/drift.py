@@ -46,6 +46,9 @@ sample for the same window when checked again. Only the fields compared are read
 (jsonb `->` per field in SQL, the length of text fields computed in SQL), in chunks. The
 output mix of labels is counted in SQL over the whole window.
 
+Retention: each run of the periodic check ends by deleting reports older than
+OZ_DRIFT_REPORT_KEEP_DAYS, keeping each predictor's newest (`drift_reports_prune`).
+
 Also here: `production_fairness` (outcome, appeal and overturn rates by group of the
 sensitive attribute over live answered traffic) and `output_mix_series` (per day, per
 source, answers per label) for dashboards."""
@@ -58,7 +61,7 @@ from datetime import datetime, time, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Avg, Count, FloatField, Q
+from django.db.models import Avg, Count, FloatField, Max, Q
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Length, TruncDate
 from django.utils import timezone
@@ -80,6 +83,7 @@ PSI_FLOOR = 1e-4
 SEED = 0
 QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
 ANSWERED = (PredictionStatus.ANSWERED, PredictionStatus.REVISED)
+PRUNE_BATCH = 5000
 
 
 def _setting(name: str, default):
@@ -446,8 +450,9 @@ def drift_check(predictor: Predictor, *, now=None, window: timedelta = timedelta
 
 
 def drift_check_all(*, now=None, window: timedelta | None = None) -> dict:
-    """The beat task's work: a drift check for every predictor with a champion. One
-    predictor's failure is logged and does not stop the others."""
+    """The beat task's work: a drift check for every predictor with a champion, then the
+    pruning of old reports (drift_reports_prune), so retention needs no beat entry of its
+    own. One predictor's failure is logged and does not stop the others."""
     if window is None:
         window = timedelta(hours=float(_setting("OZ_DRIFT_WINDOW_HOURS", 24)))
     counts = {"checked": 0, "alerts": 0, "failed": 0}
@@ -462,7 +467,37 @@ def drift_check_all(*, now=None, window: timedelta | None = None) -> dict:
         if report is not None:
             counts["checked"] += 1
             counts["alerts"] += int(report.alert)
+    try:
+        drift_reports_prune(now=now)
+    except Exception:  # the checks are stored; old reports wait for the next run
+        logger.exception("pruning drift reports failed")
     return counts
+
+
+def drift_reports_prune(*, now=None) -> int:
+    """Delete reports created more than OZ_DRIFT_REPORT_KEEP_DAYS days before `now` (0: keep
+    them all) and return how many. Each predictor's newest report stays however old, so a
+    predictor whose champion saw no traffic for months still shows its last check. "Newest"
+    by id (drift_latest, the history) and by created_at (the dashboard, metrics) name the
+    same report unless clocks disagree; both are kept, so every view still finds one.
+    Deleted PRUNE_BATCH ids per statement: a first run over years of reports holds no long
+    transaction and no huge lock."""
+    keep_days = int(_setting("OZ_DRIFT_REPORT_KEEP_DAYS", 90))
+    if keep_days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=keep_days)
+    keep = set(DriftReport.objects.order_by().values("predictor_id").annotate(last=Max("id")).values_list("last", flat=True))
+    # Newest by time per predictor: one small query each (DISTINCT ON is PostgreSQL's alone,
+    # and `make run` is SQLite); there are as many as predictors with reports.
+    for predictor_id in DriftReport.objects.order_by().values_list("predictor_id", flat=True).distinct():
+        keep.add(DriftReport.objects.filter(predictor_id=predictor_id).order_by("-created_at", "-id").values_list("id", flat=True)[0])
+    old = DriftReport.objects.filter(created_at__lt=cutoff).exclude(id__in=keep).order_by("id").values_list("id", flat=True)
+    deleted = 0
+    while batch := list(old[:PRUNE_BATCH]):
+        deleted += DriftReport.objects.filter(id__in=batch).delete()[0]
+    if deleted:
+        logger.info("pruned %s drift reports older than %s days", deleted, keep_days)
+    return deleted
 
 
 # -- presenting ----------------------------------------------------------------------------------
@@ -474,8 +509,6 @@ def _iso(value):
 
 def drift_latest(predictor_ids) -> dict[int, DriftReport]:
     """The newest report of each predictor, in one query."""
-    from django.db.models import Max
-
     newest = (
         DriftReport.objects.filter(predictor_id__in=list(predictor_ids))
         .values("predictor_id").annotate(last=Max("id")).values("last")

@@ -343,6 +343,8 @@ OZ_DRIFT_PSI_ALERT = env.float("OZ_DRIFT_PSI_ALERT", default=0.2)
 OZ_DRIFT_MIN_ROWS = env.int("OZ_DRIFT_MIN_ROWS", default=100)
 OZ_DRIFT_MAX_ROWS = env.int("OZ_DRIFT_MAX_ROWS", default=20000)
 OZ_DRIFT_WINDOW_HOURS = env.float("OZ_DRIFT_WINDOW_HOURS", default=24)
+# Reports older than this many days are deleted after each check, each predictor's newest kept (0: never).
+OZ_DRIFT_REPORT_KEEP_DAYS = env.int("OZ_DRIFT_REPORT_KEEP_DAYS", default=90)
 CELERY_BEAT_SCHEDULE["drift-check"] = {
     "task": "models_registry.tasks.drift_check_all",
     "schedule": timedelta(seconds=env.int("OZ_DRIFT_CHECK_SECONDS", default=3600)),
