@@ -10,7 +10,14 @@ one `input` object (JSONL), then target; with superseded labels included, a last
 `superseded_by` column says which label replaced each one. CSV cells hold JSON scalars as
 text (true/false, numbers as JSON writes them, empty for null; lists and objects as JSON),
 so they read back exactly; input fields that are not in the current schema (labels of an
-older schema version) appear only in JSONL."""
+older schema version) appear only in JSONL.
+
+Spreadsheet-safe CSV (opt-in): a spreadsheet runs a cell starting with = + - @, a tab or a
+carriage return as a formula (CSV injection), and labels hold text clients wrote. With
+`spreadsheet_safe`, such text cells (input and target strings, usernames, header names) get a
+leading `'`, which spreadsheets read as "this is text"; numbers and booleans are never
+touched, so `-3.5` stays a number. It is off by default because it changes the data: the
+plain export feeds training and data pipelines byte for byte."""
 from __future__ import annotations
 
 import csv
@@ -31,6 +38,9 @@ CHUNK_SIZE = 2000
 # Lines are handed out in pieces of about this many characters: far fewer, larger writes
 # than one per row, and still a small, fixed amount of memory.
 PIECE_CHARS = 64 * 1024
+
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 LEADING_COLUMNS = ("label_id", "prediction_id", "created_at", "source", "created_by", "schema_version")
 _VALUES = ("id", "prediction_id", "created_at", "source", "created_by__username", "schema_version", "input", "target")
@@ -53,12 +63,16 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def csv_cell(value) -> str:
+def csv_cell(value, *, spreadsheet_safe: bool = False) -> str:
     """A JSON value as CSV text that reads back unambiguously (see the module docstring):
-    what json.dumps writes, with the common scalars done directly (this runs per cell)."""
+    what json.dumps writes, with the common scalars done directly (this runs per cell).
+    `spreadsheet_safe` quotes formula-looking text here, the one place a str becomes a
+    cell, so the numbers rendered below are never quoted."""
     if value is None:
         return ""
     if isinstance(value, str):
+        if spreadsheet_safe and value.startswith(FORMULA_PREFIXES):
+            return "'" + value
         return value
     if value is True:
         return "true"
@@ -85,19 +99,20 @@ class _Line:
         return text
 
 
-def _csv_lines(predictor: Predictor, include_superseded: bool) -> Iterator[str]:
+def _csv_lines(predictor: Predictor, include_superseded: bool, safe: bool) -> Iterator[str]:
     writer = csv.writer(_Line())
     names = list(predictor.schema)
     header = [*LEADING_COLUMNS, *input_columns(predictor), "target"]
     if include_superseded:
         header.append("superseded_by")
-    yield writer.writerow(header)
+    yield writer.writerow([csv_cell(name, spreadsheet_safe=safe) for name in header])
     for row in labels_for_export(predictor=predictor, include_superseded=include_superseded):
         label_id, prediction_id, created_at, source, username, schema_version, data, target = row[:8]
         data = data if isinstance(data, dict) else {}
         cells = [
-            label_id, prediction_id or "", _iso(created_at), source, username or "", schema_version,
-            *(csv_cell(data.get(name)) for name in names), csv_cell(target),
+            label_id, prediction_id or "", _iso(created_at), source, csv_cell(username, spreadsheet_safe=safe),
+            schema_version, *(csv_cell(data.get(name), spreadsheet_safe=safe) for name in names),
+            csv_cell(target, spreadsheet_safe=safe),
         ]
         if include_superseded:
             cells.append(row[8] or "")
@@ -122,21 +137,33 @@ def _jsonl_lines(predictor: Predictor, include_superseded: bool) -> Iterator[str
         yield json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def label_export_lines(*, predictor: Predictor, fmt: str, include_superseded: bool = False) -> Iterator[str]:
+def label_export_lines(
+    *, predictor: Predictor, fmt: str, include_superseded: bool = False, spreadsheet_safe: bool = False
+) -> Iterator[str]:
     """The export one line at a time (CSV: the header first; lines end in CRLF as RFC 4180
-    says; JSONL: one object per line). Lazy: the query runs when iteration starts."""
+    says; JSONL: one object per line). Lazy: the query runs when iteration starts.
+    `spreadsheet_safe` is CSV only: JSON Lines is not opened in spreadsheets, and quoting
+    there would only corrupt the data."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
-    lines = _csv_lines if fmt == "csv" else _jsonl_lines
-    return lines(predictor, include_superseded)
+    if fmt == "csv":
+        return _csv_lines(predictor, include_superseded, spreadsheet_safe)
+    if spreadsheet_safe:
+        raise ValueError("spreadsheet_safe applies to csv only")
+    return _jsonl_lines(predictor, include_superseded)
 
 
-def label_export_pieces(*, predictor: Predictor, fmt: str, include_superseded: bool = False) -> Iterator[str]:
+def label_export_pieces(
+    *, predictor: Predictor, fmt: str, include_superseded: bool = False, spreadsheet_safe: bool = False
+) -> Iterator[str]:
     """The same text in pieces of about PIECE_CHARS characters, for streaming responses
     and files."""
     buffer: list[str] = []
     size = 0
-    for line in label_export_lines(predictor=predictor, fmt=fmt, include_superseded=include_superseded):
+    lines = label_export_lines(
+        predictor=predictor, fmt=fmt, include_superseded=include_superseded, spreadsheet_safe=spreadsheet_safe
+    )
+    for line in lines:
         buffer.append(line)
         size += len(line)
         if size >= PIECE_CHARS:

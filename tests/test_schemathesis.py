@@ -60,6 +60,12 @@ enabled = false
 [[operations]]
 include-operation-id = ["prediction_outcome", "review_decide", "appeal_file"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
+
+# spreadsheet_safe=true applies to format=csv only and is refused (422) with jsonl rather than
+# ignored: a rule between two query parameters that OpenAPI cannot state.
+[[operations]]
+include-operation-id = ["predictor_dataset"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
 """
 
 

@@ -18,12 +18,21 @@ class Command(BaseCommand):
             "--include-superseded", action="store_true",
             help="also superseded labels, with a superseded_by column",
         )
+        parser.add_argument(
+            "--spreadsheet-safe", action="store_true",
+            help="csv only: prefix text cells starting with = + - @, a tab or a carriage return with ' "
+            "so spreadsheets do not run them as formulas (changes the data; off by default)",
+        )
 
-    def handle(self, *args, slug, fmt, output, include_superseded, **options):
+    def handle(self, *args, slug, fmt, output, include_superseded, spreadsheet_safe, **options):
+        if spreadsheet_safe and fmt != "csv":
+            raise CommandError("--spreadsheet-safe applies to --format csv only")
         predictor = Predictor.objects.filter(slug=slug).first()
         if predictor is None:
             raise CommandError(f"no such predictor: {slug}")
-        pieces = label_export_pieces(predictor=predictor, fmt=fmt, include_superseded=include_superseded)
+        pieces = label_export_pieces(
+            predictor=predictor, fmt=fmt, include_superseded=include_superseded, spreadsheet_safe=spreadsheet_safe
+        )
         if output:
             # newline="": the CSV lines already end in CRLF; no translation on any platform.
             try:
