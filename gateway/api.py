@@ -6,7 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.permissions import AllowAny
@@ -207,7 +207,13 @@ class PredictionOutcomeView(APIView):
                 errors.append({"field": "output", "message": problem})
         if errors:
             raise FieldValidationError(errors)
-        label = label_record(prediction=prediction, target=body["output"], source=LabelSource.OUTCOME)
+        with transaction.atomic():
+            # The true outcome is the last word on this input: it supersedes the prediction's
+            # earlier labels (a reviewer's judgement, or an outcome the client reports again
+            # or corrects), so the training set holds one answer for it, not a contradiction.
+            # The prediction's row lock keeps two reports at once from both staying current.
+            Prediction.objects.select_for_update().filter(pk=prediction.pk).values_list("pk").get()
+            label = label_record(prediction=prediction, target=body["output"], source=LabelSource.OUTCOME, supersede=True)
         return Response({"label_id": label.pk, "prediction": str(prediction.id), "output": label.target}, status=201)
 
 

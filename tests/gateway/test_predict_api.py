@@ -272,6 +272,22 @@ def test_an_outcome_becomes_a_label_with_source_outcome(predict, client_api, rul
     assert label.predictor.slug == "loan-approval"
 
 
+def test_a_later_outcome_supersedes_the_predictions_earlier_labels(predict, client_api, rule_mode):
+    from review.services import label_record
+
+    created = predict({"input": factories.loan_input()}).json()
+    prediction = Prediction.objects.get(pk=created["id"])
+    reviewed = label_record(prediction=prediction, target="approve", source="review")
+    first = post_json(client_api, f"/predictions/{created['id']}/outcome", {"output": "approve"}).json()
+    last = post_json(client_api, f"/predictions/{created['id']}/outcome", {"output": "refer"}).json()
+    # One current label for the input, the last outcome: training never sees a contradiction.
+    current = Label.objects.filter(prediction=prediction, superseded_by__isnull=True)
+    assert [(label.pk, label.target) for label in current] == [(last["label_id"], "refer")]
+    # The earlier ones stay, each marked with the label that replaced it.
+    superseded = dict(Label.objects.filter(prediction=prediction).exclude(pk=last["label_id"]).values_list("pk", "superseded_by"))
+    assert superseded == {reviewed.pk: first["label_id"], first["label_id"]: last["label_id"]}
+
+
 @pytest.mark.parametrize(
     "body, field",
     [
