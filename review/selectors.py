@@ -22,9 +22,11 @@ def claimable_tasks(*, now=None, reviewer=None):
     )
     if reviewer is not None:
         tasks = tasks.exclude(excluded_reviewer=reviewer).exclude(decisions__reviewer=reviewer)
-        # An appeal goes to someone other than whoever made the decision appealed: all of
-        # them when several reviewers agreed on it (excluded_reviewer names only the last).
-        tasks = tasks.exclude(kind=TaskKind.APPEAL, origin__decisions__reviewer=reviewer)
+        # An appeal goes to someone who had no hand in the answer appealed, which can be
+        # several people's: reviewers who agreed on it, a QA reviewer or adjudicator who
+        # settled it, and whoever upheld an earlier appeal of it (excluded_reviewer names only
+        # the last of them). So nobody who decided any task of the prediction takes it.
+        tasks = tasks.exclude(kind=TaskKind.APPEAL, prediction__review_tasks__decisions__reviewer=reviewer)
     return tasks
 
 

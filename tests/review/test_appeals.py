@@ -442,6 +442,24 @@ def test_an_appeal_of_a_consensus_decision_goes_to_neither_reviewer_who_made_it(
     assert review_task_claim_next(reviewer=tess).kind == TaskKind.APPEAL
 
 
+def test_a_second_appeal_goes_to_neither_the_decider_nor_who_upheld_the_first(loan, rita, sam):
+    prediction = _pending(loan)
+    task = review_task_claim_next(reviewer=rita)
+    review_task_decide(task_id=task.pk, reviewer=rita, output="refer")
+    prediction.refresh_from_db()
+    assert _file_json(_path(prediction), {"reason": "I have collateral"}).status_code == 201
+    assert review_task_claim_next(reviewer=rita) is None  # her decision is the one appealed
+    appeal_task = review_task_claim_next(reviewer=sam)
+    review_task_decide(task_id=appeal_task.pk, reviewer=sam, output="refer")  # upheld: still rita's answer
+    assert _file_json(_path(prediction), {"reason": "Please look again"}).status_code == 201
+
+    # The answer appealed is rita's and sam's now: neither may judge it.
+    assert review_task_claim_next(reviewer=rita) is None
+    assert review_task_claim_next(reviewer=sam) is None
+    tess = factories.reviewer_with_token("tess")[0]
+    assert review_task_claim_next(reviewer=tess).kind == TaskKind.APPEAL
+
+
 # ---------------------------------------------------------------------------------------
 # Throttling
 # ---------------------------------------------------------------------------------------
