@@ -252,7 +252,7 @@ class PredictorSerializer(serializers.Serializer):
         "properties": {
             "status": {"type": "string", "enum": ["ok", "broken"]}, "version": {"type": "integer"},
             "format": {"type": "string"}, "artifact": {"type": "string"},
-            "problem": {"type": "string", "nullable": True, "enum": ["missing", "corrupt", "unreadable", None]},
+            "problem": {"type": "string", "nullable": True, "enum": ["missing", "corrupt", "unreadable", "schema_mismatch", None]},
             "detail": {"type": "string", "nullable": True}, "fallback": {"type": "string"},
         },
     })
@@ -260,7 +260,8 @@ class PredictorSerializer(serializers.Serializer):
         from models_registry.serving import model_health
 
         policy = getattr(obj, "routing", None)
-        return model_health(self.context.get("champions", {}).get(obj.pk), fallback=getattr(policy, "fallback", None))
+        return model_health(self.context.get("champions", {}).get(obj.pk), fallback=getattr(policy, "fallback", None),
+                            schema_version=obj.schema_version)
 
     def get_champion(self, obj) -> dict | None:
         champion = self.context.get("champions", {}).get(obj.pk)

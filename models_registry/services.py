@@ -63,8 +63,9 @@ def model_version_promote(
 
     Refused for a rejected version, and while a gate has failed or is still pending —
     unless `force`, which needs a written reason (kept in the history). Always refused when
-    the file the version would be served from is missing or not the one recorded (sha256):
-    no process could load it, and every request would go to the fallback."""
+    the file the version would be served from is missing or not the one recorded (sha256),
+    or when it was trained on another schema version than the predictor's: no process could
+    answer with it, and every request would go to the fallback."""
     from .serving import artifact_check
 
     reason = (reason or "").strip()
@@ -81,13 +82,22 @@ def model_version_promote(
         blocking = _gates_blocking_now(target)
         names = ", ".join(f"{g['gate']} ({'pending' if g.get('passed') is None else 'failed'})" for g in blocking)
         if target.stage == Stage.REJECTED and not force:
-            why = f" (gates not passed: {names})" if blocking else ""
-            raise PromotionRefused(f"this version was rejected{why}; to promote it anyway, force it with a written reason")
+            # Why it was rejected is what its stage change said (a failed gate, a rollback, an
+            # operator), not what its gates say now: a pending gate rejects nothing.
+            why = f" ({target.stage_reason})" if target.stage_reason else ""
+            gates_now = f"; its gates now: {names}" if blocking else ""
+            raise PromotionRefused(f"this version was rejected{why}{gates_now}; to promote it anyway, force it with a written reason")
         if blocking and not force:
             raise PromotionRefused(f"gates not passed: {names}; force it with a written reason")
         if problem is not None:
             raise PromotionRefused(
                 f"v{target.version} cannot be served: its model file is {problem} ({detail}); retrain or restore the file"
+            )
+        current_schema = Predictor.objects.values_list("schema_version", flat=True).get(pk=target.predictor_id)
+        if target.schema_version != current_schema:
+            raise PromotionRefused(
+                f"v{target.version} cannot be served: it was trained on schema version {target.schema_version} and the "
+                f"predictor is at {current_schema}, so every request would go to the fallback; retrain on the current schema"
             )
         for other in versions:
             if other.stage == Stage.CHAMPION:

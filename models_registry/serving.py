@@ -218,14 +218,19 @@ def artifact_check(version: ModelVersion) -> tuple[str | None, str]:
     return verdict
 
 
-def model_health(version: ModelVersion | None, *, fallback: str | None = None) -> dict | None:
+def model_health(version: ModelVersion | None, *, fallback: str | None = None, schema_version: int | None = None) -> dict | None:
     """The alert state of a predictor's champion for GET /predictors/<slug>: `status` "ok"
     or "broken" (its served file is missing, corrupt or unreadable, so no process that has
-    not loaded it yet can answer with it: requests go to the routing flag's `fallback`).
-    None without a champion."""
+    not loaded it yet can answer with it; or, given the predictor's `schema_version`, it was
+    trained on another one and answers nothing: requests go to the routing flag's
+    `fallback`). None without a champion."""
     if version is None:
         return None
     problem, detail = artifact_check(version)
+    if problem is None and schema_version is not None and version.schema_version != schema_version:
+        problem = "schema_mismatch"
+        detail = (f"trained on schema version {version.schema_version}, the predictor is at {schema_version}: "
+                  "retrain on the current schema")
     fmt, name, _ = served_artifact(version)
     health = {
         "status": "ok" if problem is None else "broken",

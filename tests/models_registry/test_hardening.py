@@ -81,6 +81,31 @@ def test_a_version_whose_gates_were_never_applied_is_not_promoted_past_them(loan
     assert ModelVersion.objects.get(pk=version.pk).stage == Stage.CANDIDATE
 
 
+def test_a_version_of_another_schema_is_not_promoted_even_forced_and_a_champion_of_one_is_broken(loan, operator_api):
+    old = _version(loan, 1)
+    model_version_promote(version=old, reason="ship")
+    stale = _version(loan, 2)
+    Predictor.objects.filter(pk=loan.pk).update(schema_version=loan.schema_version + 1)  # a field was added since
+    with pytest.raises(PromotionRefused, match="trained on schema version 1 and the predictor is at 2"):
+        model_version_promote(version=stale, force=True, reason="try it")
+    assert ModelVersion.objects.get(pk=stale.pk).stage == Stage.CANDIDATE
+    # The champion from before the change answers nothing now: the health says so.
+    health = operator_api.get("/predictors/loan-approval").json()["model_health"]
+    assert (health["status"], health["problem"], health["version"]) == ("broken", "schema_mismatch", 1)
+    assert "retrain on the current schema" in health["detail"]
+
+
+def test_a_rolled_back_version_is_refused_with_the_reason_it_was_rejected(loan, operator_api):
+    for number in (1, 2):
+        model_version_promote(version=_version(loan, number), reason="ship")
+    assert post_json(operator_api, ROLLBACK, {"reason": "complaints"}).status_code == 200
+    # A gate pending for v2 now is not why it was rejected; the rollback is, and is said first.
+    _gates(loan, {"min_shadow_agreement": {"rate": 0.9, "min_requests": 10}})
+    problem = problem_body(post_json(operator_api, "/predictors/loan-approval/models/2/promote", {}), 409)
+    assert "not promoted: this version was rejected (rolled back to v1: complaints)" in problem["detail"]
+    assert "its gates now: min_shadow_agreement (pending)" in problem["detail"]
+
+
 # --- bodies -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/predictors/loan-approval/models/1/promote", ROLLBACK])
