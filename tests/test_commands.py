@@ -29,6 +29,9 @@ def test_create_api_client_prints_a_working_scoped_key(loan, make_api):
         _run("create_api_client", "shop")
     with pytest.raises(CommandError, match="no such predictor"):
         _run("create_api_client", "other", "--predictors", "nope")
+    for empty in ("", " , "):  # an empty scope is refused, not read as "all predictors"
+        with pytest.raises(CommandError, match="names no predictor"):
+            _run("create_api_client", "other", "--predictors", empty)
 
 
 @pytest.mark.django_db
@@ -42,6 +45,20 @@ def test_create_reviewer_and_operator_print_working_tokens(loan, make_api):
     assert make_api(f"Token {operator_token}").patch(
         "/predictors/loan-approval/routing", {"mode": "rule"}, format="json"
     ).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_person_commands_password_meets_the_password_rules(client):
+    from django.contrib.auth import get_user_model
+
+    for weak in ("short", "password123", "12345678901"):  # too short, too common, all digits
+        with pytest.raises(CommandError, match="--password: "):
+            _run("create_operator", "ola", "--password", weak)
+    assert not get_user_model().objects.filter(username="ola").exists()
+    assert "admin login: yes)" in _run("create_operator", "ola", "--password", "sound-Pass-4821")
+    # Run again without a password: the one set before still logs in, and the output says so.
+    assert "admin login: yes, with the password set before" in _run("create_operator", "ola")
+    assert client.login(username="ola", password="sound-Pass-4821")
 
 
 @pytest.mark.django_db

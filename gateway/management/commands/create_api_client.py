@@ -10,7 +10,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name")
-        parser.add_argument("--predictors", default="", help="comma-separated slugs; default: all predictors")
+        parser.add_argument("--predictors", default=None, help="comma-separated slugs; left out: all predictors")
         parser.add_argument(
             "--webhook-hosts",
             default="",
@@ -19,7 +19,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, predictors, webhook_hosts, **options):
-        slugs = [s.strip() for s in predictors.split(",") if s.strip()]
+        slugs = [s.strip() for s in (predictors or "").split(",") if s.strip()]
+        if predictors is not None and not slugs:
+            # An empty value (an unset variable in a script, say) must not widen the key to
+            # every predictor: leaving the option out is how to ask for that.
+            raise CommandError("--predictors names no predictor; leave the option out for a key to all predictors")
         hosts = [h.strip() for h in webhook_hosts.split(",") if h.strip()]
         try:
             client, key = api_client_create(name=name, predictor_slugs=slugs, webhook_hosts=hosts)
