@@ -112,7 +112,10 @@ class PredictView(APIView):
         clean_input, input_errors = input_validate(predictor.schema, body.get("input"))
         if "input" in body:
             # `input: null` is refused by the envelope and by input_validate alike: once.
-            errors.extend(e for e in (e.as_dict() for e in input_errors) if e not in errors)
+            # (A set, not a scan of the list per error: an input of 100k unknown fields is
+            # 100k errors.)
+            reported = {(e["field"], e["message"]) for e in errors}
+            errors.extend(d for d in (e.as_dict() for e in input_errors) if (d["field"], d["message"]) not in reported)
         if errors:
             raise FieldValidationError(errors)
         idempotency_key = request.headers.get("Idempotency-Key", "")
@@ -193,7 +196,7 @@ class PredictionOutcomeView(APIView):
                    404: PROBLEM, 422: PROBLEM},
     )
     def post(self, request, prediction_id: str):
-        from review.models import LabelSource
+        from review.models import Label, LabelSource
         from review.services import label_record
 
         prediction = _prediction_for(request, prediction_id)
@@ -208,12 +211,16 @@ class PredictionOutcomeView(APIView):
         if errors:
             raise FieldValidationError(errors)
         with transaction.atomic():
-            # The true outcome is the last word on this input: it supersedes the prediction's
-            # earlier labels (a reviewer's judgement, or an outcome the client reports again
-            # or corrects), so the training set holds one answer for it, not a contradiction.
+            # An outcome reported again (a retry, or the client correcting itself) replaces
+            # the earlier outcome, so they do not pile up as contradicting labels. People's
+            # labels are left as they are: the shadow gate and the appeal's last word read them.
             # The prediction's row lock keeps two reports at once from both staying current.
             Prediction.objects.select_for_update().filter(pk=prediction.pk).values_list("pk").get()
-            label = label_record(prediction=prediction, target=body["output"], source=LabelSource.OUTCOME, supersede=True)
+            earlier = list(Label.objects.filter(prediction=prediction, source=LabelSource.OUTCOME, superseded_by__isnull=True))
+            label = label_record(prediction=prediction, target=body["output"], source=LabelSource.OUTCOME)
+            for old in earlier:
+                old.superseded_by = label
+                old.save(update_fields=["superseded_by"])
         return Response({"label_id": label.pk, "prediction": str(prediction.id), "output": label.target}, status=201)
 
 

@@ -27,6 +27,7 @@ interpolation inside the bucket: an estimate good to the bucket's width. Windows
 whole day (or hour) in the site's time zone, so each bar is a whole day."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from itertools import pairwise
@@ -504,7 +505,8 @@ LABEL_SOURCE_SERIES = (
 def labels_collected(predictor: Predictor, window: Window) -> dict:
     """Labels recorded per bucket by source (superseded ones too: they were collected then),
     and, for a label output, the mix of targets in the current labels, the set the next
-    training run reads. Two queries (three for a label output)."""
+    training run reads (before it leaves out what the current schema no longer accepts).
+    Two queries."""
     from review.models import Label
     from review.selectors import labels_current
 
@@ -525,12 +527,19 @@ def labels_collected(predictor: Predictor, window: Window) -> dict:
     current = labels_current(predictor=predictor)
     mix = None
     if predictor.is_classification:
-        # The output's labels in their order, then any target a former output spec allowed.
-        counts = {row["target"]: row["n"] for row in current.values("target").annotate(n=Count("id")).order_by()}
-        declared = list(predictor.output_spec.get("labels", []))
-        others = sorted((t for t in counts if t not in declared), key=str)
-        mix = [(str(t), counts.get(t, 0)) for t in declared + others]
-    return {"values": values, "totals": totals, "total": sum(totals.values()), "current": current.count(), "mix": mix}
+        # The output's labels in their order, then any other target (one a former output spec
+        # allowed): each shown as its JSON text, so 1, true and {"a": 1} neither collide nor fail.
+        counts: dict[str, int] = {}
+        for row in current.values("target").annotate(n=Count("id")).order_by():
+            target = row["target"]
+            key = target if isinstance(target, str) else json.dumps(target, sort_keys=True)
+            counts[key] = counts.get(key, 0) + row["n"]
+        declared = [str(t) for t in predictor.output_spec.get("labels", [])]
+        mix = [(t, counts.get(t, 0)) for t in declared] + sorted((t, n) for t, n in counts.items() if t not in declared)
+        n_current = sum(counts.values())
+    else:
+        n_current = current.count()
+    return {"values": values, "totals": totals, "total": sum(totals.values()), "current": n_current, "mix": mix}
 
 
 def labels_panels(data: dict, window: Window) -> list[dict]:
@@ -554,7 +563,7 @@ def labels_panels(data: dict, window: Window) -> list[dict]:
         flow = _panel("labels", title, table=table, empty=f"No labels recorded in {window.description}: reviewers' decisions, "
                       "appeals and reported outcomes become labels.")
 
-    mix_title = "Label mix of the training set"
+    mix_title = "Label mix of the current labels"
     current = data["current"]
     if data["mix"] is None:
         mix = _panel("label-mix", mix_title,
@@ -566,8 +575,9 @@ def labels_panels(data: dict, window: Window) -> list[dict]:
         mix = _panel(
             "label-mix", mix_title,
             table=_table(["label", "current labels", "share"], [[t, n, _pct(n / current)] for t, n in data["mix"]]),
-            note=f"All {current:,} current labels, whenever recorded: what the next training run reads (a corrected label is "
-                 "replaced by its correction). A label far rarer than the others is one the model will learn poorly.",
+            note=f"All {current:,} current labels, whenever recorded (a corrected label is replaced by its correction): what "
+                 "training reads, less any the current schema no longer accepts. A label far rarer than the others is one "
+                 "the model will learn poorly.",
             chart=charts.hbars(
                 chart_id="oz-chart-label-mix", title="Share of each label in the current labels",
                 desc="Horizontal bars: " + "; ".join(f"{t} {_pct(n / current)} ({n})" for t, n in data["mix"]) + ".",

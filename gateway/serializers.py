@@ -54,7 +54,7 @@ class StrictIntegerField(serializers.IntegerField):
     """A JSON number without a fraction (DRF's IntegerField would take "10" and true)."""
 
     default_error_messages = {
-        **_OZ_MESSAGES, "invalid": "must be a whole number", "max_string_length": "must be a whole number",
+        **_OZ_MESSAGES, "invalid": "must be an integer", "max_string_length": "must be an integer",
         "max_value": "must be at most {max_value}", "min_value": "must be at least {min_value}",
     }
 

@@ -193,7 +193,7 @@ def _stage_follow_gates(target: ModelVersion, results: list[dict], passed: bool 
     elif auto_promote:
         try:
             model_version_promote(version=target, reason=AUTO_PROMOTE_REASON)
-        except PromotionRefused as exc:  # every gate passed, but its model file is missing or corrupt: never fail the caller
+        except PromotionRefused as exc:  # every gate passed, but it cannot be served (its file, its schema): never fail the caller
             logger.warning("auto-promotion of %s refused: %s", target, exc)
 
 

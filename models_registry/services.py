@@ -159,6 +159,14 @@ def model_version_rollback(
         previous = rollback_target(v for v in versions if v.pk != current.pk)
         if previous is None:
             raise RollbackRefused(f"v{current.version} is the only version that has been champion")
+        schema_now = Predictor.objects.values_list("schema_version", flat=True).get(pk=predictor.pk)
+        if previous.schema_version != schema_now:
+            # As promotion refuses it: restored, it would answer nothing and send every
+            # request to the fallback.
+            raise RollbackRefused(
+                f"v{previous.version} was trained on schema version {previous.schema_version} and the predictor is at "
+                f"{schema_now}, so it could not answer; promote another version or retrain instead"
+            )
         _stage_set(current, Stage.REJECTED, f"rolled back to v{previous.version}: {reason}", user)
         _stage_set(previous, Stage.CHAMPION, f"restored by rollback of v{current.version}: {reason}", user)
     return previous

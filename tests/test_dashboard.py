@@ -194,7 +194,8 @@ def test_busy_predictor_numbers(otto_client, loan, django_assert_max_num_queries
     now = timezone.now()
     busy(loan, now)
     window = dashboard_window(30, now)
-    for source, target, age in (("outcome", "approve", 2), ("import", "approve", 2), ("appeal", "refer", 40), ("import", "legacy", 40)):
+    for source, target, age in (("outcome", "approve", 2), ("import", "approve", 2), ("appeal", "refer", 40), ("import", "legacy", 40),
+                                ("import", {"odd": 1}, 40)):
         label = Label.objects.create(predictor=loan, schema_version=1, input=factories.loan_input(), target=target, source=source)
         Label.objects.filter(pk=label.pk).update(created_at=now - timedelta(days=age))
     with django_assert_max_num_queries(MAX_QUERIES):
@@ -240,15 +241,16 @@ def test_busy_predictor_numbers(otto_client, loan, django_assert_max_num_queries
     assert collected["day"][1:3] == ["Review", "Low-confidence review"] and collected["day"][-1] == "total"
     # 31 review labels today (one since superseded), an outcome and an import 2 days ago, an
     # appeal 40 days ago (outside the window).
-    assert collected[today][1] == "31" and collected[today][-1] == "31"
+    assert collected[today][1] == "31" and collected[today][-1] == "31"  # (the object label is 40 days old)
     assert collected[window.labels[-3]][6:] == ["1", "1", "2"]
     assert collected["total"][1:] == ["31", "0", "0", "0", "0", "1", "1", "33"]
     mix = tables["oz-table-label-mix"]
     # Current labels: 16 approve, 14 refer (busy's 30), plus the outcome's and the import's
-    # approve, the appeal's refer and a legacy target: 34; the superseded one is not counted.
-    assert mix["approve"][1:] == ["18", "52.9%"]
-    assert mix["refer"][1:] == ["15", "44.1%"]
-    assert mix["legacy"][1:] == ["1", "2.94%"]  # a target an earlier output spec allowed is shown too
+    # approve, the appeal's refer, a legacy target and an object: 35; the superseded one is not counted.
+    assert mix["approve"][1:] == ["18", "51.4%"]
+    assert mix["refer"][1:] == ["15", "42.9%"]
+    assert mix["legacy"][1:] == ["1", "2.86%"]  # a target an earlier output spec allowed is shown too
+    assert mix['{"odd": 1}'][1:] == ["1", "2.86%"]  # and any other JSON, as its text
 
     training = tables["oz-table-training"]
     assert training["v1"][1:] == ["champion", "0.8", "0.7"]

@@ -272,7 +272,7 @@ def test_an_outcome_becomes_a_label_with_source_outcome(predict, client_api, rul
     assert label.predictor.slug == "loan-approval"
 
 
-def test_a_later_outcome_supersedes_the_predictions_earlier_labels(predict, client_api, rule_mode):
+def test_an_outcome_reported_again_replaces_the_earlier_outcome_only(predict, client_api, rule_mode):
     from review.services import label_record
 
     created = predict({"input": factories.loan_input()}).json()
@@ -280,12 +280,12 @@ def test_a_later_outcome_supersedes_the_predictions_earlier_labels(predict, clie
     reviewed = label_record(prediction=prediction, target="approve", source="review")
     first = post_json(client_api, f"/predictions/{created['id']}/outcome", {"output": "approve"}).json()
     last = post_json(client_api, f"/predictions/{created['id']}/outcome", {"output": "refer"}).json()
-    # One current label for the input, the last outcome: training never sees a contradiction.
-    current = Label.objects.filter(prediction=prediction, superseded_by__isnull=True)
-    assert [(label.pk, label.target) for label in current] == [(last["label_id"], "refer")]
-    # The earlier ones stay, each marked with the label that replaced it.
-    superseded = dict(Label.objects.filter(prediction=prediction).exclude(pk=last["label_id"]).values_list("pk", "superseded_by"))
-    assert superseded == {reviewed.pk: first["label_id"], first["label_id"]: last["label_id"]}
+    # The outcomes do not pile up: the last one is current, the earlier one stays, marked.
+    current = dict(Label.objects.filter(prediction=prediction, superseded_by__isnull=True).values_list("pk", "target"))
+    assert current == {reviewed.pk: "approve", last["label_id"]: "refer"}
+    assert Label.objects.get(pk=first["label_id"]).superseded_by_id == last["label_id"]
+    # The reviewer's label is theirs to change (the shadow gate and appeals read it).
+    assert Label.objects.get(pk=reviewed.pk).superseded_by_id is None
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,16 @@ def test_a_version_of_another_schema_is_not_promoted_even_forced_and_a_champion_
     assert "retrain on the current schema" in health["detail"]
 
 
+def test_no_rollback_to_a_version_of_an_earlier_schema(loan, operator_api):
+    model_version_promote(version=_version(loan, 1), reason="ship")
+    Predictor.objects.filter(pk=loan.pk).update(schema_version=loan.schema_version + 1)
+    loan.refresh_from_db()
+    model_version_promote(version=_version(loan, 2), reason="retrained on the new schema")
+    problem = problem_body(post_json(operator_api, ROLLBACK, {"reason": "complaints"}), 409)
+    assert "v1 was trained on schema version 1 and the predictor is at 2" in problem["detail"]
+    assert ModelVersion.objects.get(version=2).stage == Stage.CHAMPION
+
+
 def test_a_rolled_back_version_is_refused_with_the_reason_it_was_rejected(loan, operator_api):
     for number in (1, 2):
         model_version_promote(version=_version(loan, number), reason="ship")
