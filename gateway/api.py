@@ -196,7 +196,7 @@ class PredictionOutcomeView(APIView):
                    404: PROBLEM, 422: PROBLEM},
     )
     def post(self, request, prediction_id: str):
-        from review.models import Label, LabelSource
+        from review.models import LabelSource
         from review.services import label_record
 
         prediction = _prediction_for(request, prediction_id)
@@ -216,11 +216,8 @@ class PredictionOutcomeView(APIView):
             # labels are left as they are: the shadow gate and the appeal's last word read them.
             # The prediction's row lock keeps two reports at once from both staying current.
             Prediction.objects.select_for_update().filter(pk=prediction.pk).values_list("pk").get()
-            earlier = list(Label.objects.filter(prediction=prediction, source=LabelSource.OUTCOME, superseded_by__isnull=True))
-            label = label_record(prediction=prediction, target=body["output"], source=LabelSource.OUTCOME)
-            for old in earlier:
-                old.superseded_by = label
-                old.save(update_fields=["superseded_by"])
+            label = label_record(prediction=prediction, target=body["output"], source=LabelSource.OUTCOME,
+                                 supersede=True, supersede_sources=(LabelSource.OUTCOME,))
         return Response({"label_id": label.pk, "prediction": str(prediction.id), "output": label.target}, status=201)
 
 

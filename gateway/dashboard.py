@@ -176,28 +176,40 @@ def traffic(predictor: Predictor, window: Window) -> dict:
         .annotate(n=Count("id"))
         .order_by()
     )
+    return _per_bucket(rows, window, SOURCE_SERIES,
+                       lambda row: "provisional" if row["provisional"] else (row["source"] or "unanswered"))
+
+
+def _per_bucket(rows, window: Window, series_defs, series_of) -> dict:
+    """Counted rows ({"bucket", "n", …}) as one list of counts per series and bucket, with
+    each series' total and the grand total; rows of a series not in `series_defs` are left out."""
     index = {b: i for i, b in enumerate(window.buckets)}
-    values = {key: [0] * len(window.buckets) for key, _, _ in SOURCE_SERIES}
+    values = {key: [0] * len(window.buckets) for key, _, _ in series_defs}
     for row in rows:
         i = index.get(window.key(row["bucket"]))
-        if i is None:
-            continue
-        series = "provisional" if row["provisional"] else (row["source"] or "unanswered")
-        values.setdefault(series, [0] * len(window.buckets))[i] += row["n"]
+        series = values.get(series_of(row))
+        if i is not None and series is not None:
+            series[i] += row["n"]
     totals = {key: sum(v) for key, v in values.items()}
     return {"values": values, "totals": totals, "total": sum(totals.values())}
 
 
-def traffic_panel(data: dict, window: Window) -> dict:
-    series = [{"name": name, "color": colour, "values": data["values"][key]} for key, name, colour in SOURCE_SERIES]
-    legend = [{"name": s["name"], "color": s["color"], "total": data["totals"][k]}
-              for s, (k, _, _) in zip(series, SOURCE_SERIES, strict=True)]
+def _stacked_series(data: dict, window: Window, series_defs) -> tuple[list, list, dict]:
+    """The series, legend and table (one row per bucket, then the totals) of a stacked-bar
+    panel over `_per_bucket`'s counts."""
+    series = [{"name": name, "color": colour, "values": data["values"][key]} for key, name, colour in series_defs]
+    legend = [{"name": name, "color": colour, "total": data["totals"][key]} for key, name, colour in series_defs]
     table = _table(
-        [window.unit, *[name for _, name, _ in SOURCE_SERIES], "total"],
-        [[label, *[data["values"][k][i] for k, _, _ in SOURCE_SERIES], sum(data["values"][k][i] for k, _, _ in SOURCE_SERIES)]
+        [window.unit, *[name for _, name, _ in series_defs], "total"],
+        [[label, *[data["values"][k][i] for k, _, _ in series_defs], sum(data["values"][k][i] for k, _, _ in series_defs)]
          for i, label in enumerate(window.labels)]
-        + [["total", *[data["totals"][k] for k, _, _ in SOURCE_SERIES], data["total"]]],
+        + [["total", *[data["totals"][k] for k, _, _ in series_defs], data["total"]]],
     )
+    return series, legend, table
+
+
+def traffic_panel(data: dict, window: Window) -> dict:
+    series, legend, table = _stacked_series(data, window, SOURCE_SERIES)
     if not data["total"]:
         return _panel("traffic", "Traffic by source", empty=f"No predictions in {window.description}.", table=table, wide=True)
     chart = charts.stacked_bars(
@@ -517,13 +529,7 @@ def labels_collected(predictor: Predictor, window: Window) -> dict:
         .annotate(n=Count("id"))
         .order_by()
     )
-    index = {b: i for i, b in enumerate(window.buckets)}
-    values = {key: [0] * len(window.buckets) for key, _, _ in LABEL_SOURCE_SERIES}
-    for row in rows:
-        i = index.get(window.key(row["bucket"]))
-        if i is not None and row["source"] in values:
-            values[row["source"]][i] += row["n"]
-    totals = {key: sum(v) for key, v in values.items()}
+    collected = _per_bucket(rows, window, LABEL_SOURCE_SERIES, lambda row: row["source"])
     current = labels_current(predictor=predictor)
     mix = None
     if predictor.is_classification:
@@ -539,18 +545,11 @@ def labels_collected(predictor: Predictor, window: Window) -> dict:
         n_current = sum(counts.values())
     else:
         n_current = current.count()
-    return {"values": values, "totals": totals, "total": sum(totals.values()), "current": n_current, "mix": mix}
+    return {**collected, "current": n_current, "mix": mix}
 
 
 def labels_panels(data: dict, window: Window) -> list[dict]:
-    series = [{"name": name, "color": colour, "values": data["values"][key]} for key, name, colour in LABEL_SOURCE_SERIES]
-    legend = [{"name": name, "color": colour, "total": data["totals"][key]} for key, name, colour in LABEL_SOURCE_SERIES]
-    table = _table(
-        [window.unit, *[name for _, name, _ in LABEL_SOURCE_SERIES], "total"],
-        [[label, *[data["values"][k][i] for k, _, _ in LABEL_SOURCE_SERIES], sum(data["values"][k][i] for k, _, _ in LABEL_SOURCE_SERIES)]
-         for i, label in enumerate(window.labels)]
-        + [["total", *[data["totals"][k] for k, _, _ in LABEL_SOURCE_SERIES], data["total"]]],
-    )
+    series, legend, table = _stacked_series(data, window, LABEL_SOURCE_SERIES)
     title = "Labels collected by source"
     if data["total"]:
         flow = _panel("labels", title, table=table, legend=legend, chart=charts.stacked_bars(

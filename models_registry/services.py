@@ -56,6 +56,14 @@ def _stage_set(version: ModelVersion, stage: str, reason: str, user) -> None:
     version.save(update_fields=fields)
 
 
+def _schema_left_behind(version: ModelVersion) -> str:
+    """Why `version` cannot answer for its predictor's current schema, or "" (it can)."""
+    current = Predictor.objects.values_list("schema_version", flat=True).get(pk=version.predictor_id)
+    if version.schema_version == current:
+        return ""
+    return f"was trained on schema version {version.schema_version} and the predictor is at {current}"
+
+
 def model_version_promote(
     *, version: ModelVersion, user=None, reason: str = "", force: bool = False
 ) -> ModelVersion:
@@ -93,12 +101,10 @@ def model_version_promote(
             raise PromotionRefused(
                 f"v{target.version} cannot be served: its model file is {problem} ({detail}); retrain or restore the file"
             )
-        current_schema = Predictor.objects.values_list("schema_version", flat=True).get(pk=target.predictor_id)
-        if target.schema_version != current_schema:
-            raise PromotionRefused(
-                f"v{target.version} cannot be served: it was trained on schema version {target.schema_version} and the "
-                f"predictor is at {current_schema}, so every request would go to the fallback; retrain on the current schema"
-            )
+        stale = _schema_left_behind(target)
+        if stale:
+            raise PromotionRefused(f"v{target.version} cannot be served: it {stale}, so every request would go to the fallback; "
+                                   "retrain on the current schema")
         for other in versions:
             if other.stage == Stage.CHAMPION:
                 _stage_set(other, Stage.ARCHIVED, f"replaced by v{target.version}", user)
@@ -159,14 +165,9 @@ def model_version_rollback(
         previous = rollback_target(v for v in versions if v.pk != current.pk)
         if previous is None:
             raise RollbackRefused(f"v{current.version} is the only version that has been champion")
-        schema_now = Predictor.objects.values_list("schema_version", flat=True).get(pk=predictor.pk)
-        if previous.schema_version != schema_now:
-            # As promotion refuses it: restored, it would answer nothing and send every
-            # request to the fallback.
-            raise RollbackRefused(
-                f"v{previous.version} was trained on schema version {previous.schema_version} and the predictor is at "
-                f"{schema_now}, so it could not answer; promote another version or retrain instead"
-            )
+        stale = _schema_left_behind(previous)
+        if stale:  # as promotion refuses it: restored, it would send every request to the fallback
+            raise RollbackRefused(f"v{previous.version} {stale}, so it could not answer; promote another version or retrain instead")
         _stage_set(current, Stage.REJECTED, f"rolled back to v{previous.version}: {reason}", user)
         _stage_set(previous, Stage.CHAMPION, f"restored by rollback of v{current.version}: {reason}", user)
     return previous

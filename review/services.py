@@ -470,10 +470,12 @@ def review_leases_expire(*, now=None) -> int:
 
 
 def label_record(
-    *, prediction: Prediction, target, source: str, created_by=None, task=None, supersede: bool = False
+    *, prediction: Prediction, target, source: str, created_by=None, task=None, supersede: bool = False,
+    supersede_sources: tuple[str, ...] | None = None,
 ) -> Label:
     """Store the accepted answer for a prediction's input. With `supersede`, the earlier
-    current labels of the same prediction are marked superseded by this one (they stay)."""
+    current labels of the same prediction are marked superseded by this one (they stay);
+    with `supersede_sources` too, only those of these sources."""
     label = Label(
         predictor_id=prediction.predictor_id,
         prediction=prediction,
@@ -487,7 +489,10 @@ def label_record(
     label._history_user = created_by
     label.save()
     if supersede:
-        for old in Label.objects.filter(prediction=prediction, superseded_by__isnull=True).exclude(pk=label.pk):
+        earlier = Label.objects.filter(prediction=prediction, superseded_by__isnull=True).exclude(pk=label.pk)
+        if supersede_sources is not None:
+            earlier = earlier.filter(source__in=supersede_sources)
+        for old in earlier:
             old.superseded_by = label
             old._history_user = created_by
             old.save(update_fields=["superseded_by"])
